@@ -1,0 +1,1 @@
+"""The only code that knows aiohttp.web: registry API handlers and middlewares."""

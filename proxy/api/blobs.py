@@ -1,0 +1,85 @@
+"""GET and HEAD of blobs, with Range, streamed from cache or upstream."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+
+from proxy.api.state import Services
+from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.blobs import BlobStreamError
+from proxy.reference import Digest, Target
+
+__all__ = ["serve_blob"]
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+async def serve_blob(request: web.Request, services: Services, target: Target, digest: Digest) -> web.StreamResponse:
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        # Content addressed: it can never change.
+        "Cache-Control": "max-age=31536000",
+    }
+    if request.method == "HEAD":
+        size, source = await services.blobs.stat(target, digest)
+        headers["X-Registry-Proxy-Cache"] = source
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        return web.Response(status=200, headers=headers)
+
+    async with services.blobs.open(target, digest) as body:
+        headers["X-Registry-Proxy-Cache"] = body.source
+        status, start, end = 200, 0, body.size
+        wanted = _parse_range(request.headers.get("Range"), body.size)
+        if wanted is not None:
+            status, (start, end) = 206, wanted
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{body.size}"
+        response = web.StreamResponse(status=status, headers=headers)
+        if end is not None:
+            response.content_length = end - start
+        await response.prepare(request)
+        try:
+            async for chunk in body.read(start, end):
+                await response.write(chunk)
+        except BlobStreamError:
+            # Headers are gone already; a cut connection is the only honest
+            # way left to tell the client this body is not the blob.
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response
+
+
+def _parse_range(header: str | None, size: int | None) -> tuple[int, int] | None:
+    """One byte range as (start, end-exclusive); None serves the whole blob.
+
+    Malformed or multi-range headers are ignored, as RFC 9110 allows.
+    """
+    if header is None or size is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or (not match[1] and not match[2]):
+        return None
+    if not match[1]:
+        suffix = int(match[2])
+        if suffix == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size
+    start = int(match[1])
+    if match[2] and int(match[2]) < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    return start, min(int(match[2]) + 1, size) if match[2] else size
+
+
+def _unsatisfiable(size: int) -> RegistryError:
+    return RegistryError(ErrorCode.RANGE_INVALID, f"range not satisfiable for a blob of {size} bytes",
+                         headers={"Content-Range": f"bytes */{size}"})
+

@@ -1,0 +1,27 @@
+"""Typed application state shared by the handlers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from proxy.pullthrough.blobs import BlobService
+from proxy.pullthrough.manifests import ManifestService
+from proxy.pullthrough.routing import Router
+from proxy.settings import Settings
+from proxy.upstream.client import UpstreamClient
+
+__all__ = ["SERVICES", "SETTINGS", "Services"]
+
+
+@dataclass(frozen=True)
+class Services:
+    router: Router
+    upstream: UpstreamClient
+    blobs: BlobService
+    manifests: ManifestService
+
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICES = web.AppKey("services", Services)

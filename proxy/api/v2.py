@@ -1,0 +1,114 @@
+"""The registry API's pull side: /v2/, manifests, blobs and tag lists.
+
+Paths are parsed from the raw request target, before any decoding or
+normalisation, so ``%2e%2e`` or ``foo/../bar`` cannot turn into something
+else on the way to the name grammar.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import parse_qsl, urlencode
+
+from aiohttp import web
+
+from proxy.api.blobs import serve_blob
+from proxy.api.state import SERVICES
+from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.tags import list_tags
+from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
+
+__all__ = ["setup_routes"]
+
+_PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|tags/list)")
+_READ_METHODS = ("GET", "HEAD")
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/v2", ping)
+    app.router.add_route("*", "/v2/", ping)
+    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+
+
+async def ping(request: web.Request) -> web.Response:
+    _require_read(request)
+    return web.json_response({})
+
+
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    _require_read(request)
+    raw_path = request.raw_path.split("?", 1)[0]
+    if "%" in raw_path:
+        raise RegistryError(ErrorCode.NAME_INVALID, "percent-encoded characters are not allowed in repository paths")
+    match = _PATH.fullmatch(raw_path)
+    if match is None:
+        if raw_path.startswith("/v2/_catalog"):
+            raise RegistryError(ErrorCode.UNSUPPORTED, "the catalog of a pull-through proxy is not listed")
+        raise RegistryError(ErrorCode.NAME_UNKNOWN, "not a registry API path")
+    services = request.app[SERVICES]
+    name = match["name"]
+    ns = request.query.get("ns")
+    target = services.router.resolve(name, ns)
+    if match["kind"] == "blobs":
+        return await serve_blob(request, services, target, _digest(match["ref"]))
+    if match["kind"] == "manifests":
+        return await _manifest(request, target, match["ref"])
+    return await _tags(request, target, name, ns)
+
+
+async def _manifest(request: web.Request, target: Target, ref: str) -> web.Response:
+    services = request.app[SERVICES]
+    reference: str | Digest = _digest(ref) if ":" in ref else _tag(ref)
+    accept = ", ".join(request.headers.getall("Accept", [])) or None
+    manifest = await services.manifests.get(target, reference, accept=accept,
+                                            head=request.method == "HEAD")
+    headers = {
+        "Content-Type": manifest.media_type,
+        "Docker-Content-Digest": manifest.digest,
+        "ETag": f'"{manifest.digest}"',
+        "X-Registry-Proxy-Cache": manifest.cache,
+    }
+    if manifest.cache == "stale":
+        headers["Warning"] = '110 registry-proxy "Response is Stale"'
+    if manifest.body is None:
+        headers["Content-Length"] = str(manifest.size)
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=200, body=manifest.body, headers=headers)
+
+
+async def _tags(request: web.Request, target: Target, name: str, ns: str | None) -> web.Response:
+    n = request.query.get("n")
+    if n is not None and not n.isdigit():
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"n={n[:20]!r} is not a number")
+    page = await list_tags(request.app[SERVICES].upstream, target, n=n,
+                           last=request.query.get("last"))
+    headers = {}
+    if page.next_query is not None:
+        # The upstream's link names its own path; clients must come back to us.
+        query = {k: v for k, v in parse_qsl(page.next_query) if k in ("n", "last")}
+        if ns is not None:
+            query["ns"] = ns
+        headers["Link"] = f'</v2/{name}/tags/list?{urlencode(query)}>; rel="next"'
+    body = json.dumps({"name": name, "tags": page.tags}).encode()
+    return web.Response(status=200, body=body, content_type="application/json", headers=headers)
+
+
+def _require_read(request: web.Request) -> None:
+    if request.method not in _READ_METHODS:
+        raise RegistryError(ErrorCode.UNSUPPORTED, "registry-proxy is a read-only pull-through cache",
+                            headers={"Allow": "GET, HEAD"})
+
+
+def _digest(value: str) -> Digest:
+    try:
+        return parse_digest(value)
+    except InvalidReference as exc:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, str(exc)) from None
+
+
+def _tag(value: str) -> str:
+    try:
+        return parse_tag(value)
+    except InvalidReference as exc:
+        raise RegistryError(ErrorCode.TAG_INVALID, str(exc)) from None

@@ -1,0 +1,77 @@
+"""Command line: ``registry-proxy serve``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from proxy import __version__
+from proxy.app import create_app
+from proxy.settings import Settings, SettingsError, load_settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("proxy")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        parser.print_help()
+        return 2
+    try:
+        settings = load_settings(Path(args.config) if args.config else None,
+                                 listen=args.listen, data_dir=args.data_dir)
+    except SettingsError as exc:
+        print(f"registry-proxy: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_serve(settings))
+    except SettingsError as exc:
+        print(f"registry-proxy: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="registry-proxy", description="Pull-through proxy for container images.")
+    parser.add_argument("--version", action="version", version=f"registry-proxy {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
+    serve.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:5000)")
+    serve.add_argument("--data-dir", help="where state and cache live (default ./data)")
+    return parser
+
+
+async def _serve(settings: Settings) -> None:
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise SettingsError(f"Config 'listen' has value '{settings.listen}': {reason}") from None
+    log.info("registry-proxy %s listening on http://%s (data in %s, default registry %s)",
+             __version__, settings.listen, settings.data_dir, settings.default_registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()

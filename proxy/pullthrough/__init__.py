@@ -1,0 +1,1 @@
+"""Cache-first pull logic: routing, blobs, manifests, tags. Knows no HTTP server."""

@@ -1,0 +1,51 @@
+"""Tag listing, passed through to the upstream page by page."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from proxy.errors import ErrorCode, RegistryError
+from proxy.reference import Target
+from proxy.upstream.body import BodyTooLarge, read_limited
+from proxy.upstream.client import UpstreamClient
+
+__all__ = ["TagPage", "list_tags"]
+
+MAX_TAGS_BODY = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TagPage:
+    tags: list[str]
+    next_query: str | None  # the upstream's query for the next page, if any
+
+
+async def list_tags(upstream: UpstreamClient, target: Target, *, n: str | None, last: str | None) -> TagPage:
+    params = {k: v for k, v in (("n", n), ("last", last)) if v is not None}
+    async with upstream.open(target, "GET", "tags/list", kind="tags", params=params) as resp:
+        try:
+            body = await read_limited(resp, MAX_TAGS_BODY)
+        except BodyTooLarge:
+            raise RegistryError(ErrorCode.UNKNOWN,
+                                f"tag list from {target.registry} is too large; use n= to page") from None
+        link = resp.headers.get("Link")
+    try:
+        tags = json.loads(body).get("tags") or []
+    except (ValueError, AttributeError):
+        raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent an unreadable tag list") from None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent an unreadable tag list")
+    return TagPage(tags, _next_query(link))
+
+
+def _next_query(link: str | None) -> str | None:
+    # RFC 5988: </v2/name/tags/list?n=2&last=b>; rel="next"
+    if not link:
+        return None
+    for part in link.split(","):
+        url, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
+            url = url.strip().lstrip("<").rstrip(">")
+            return url.partition("?")[2] or None
+    return None

@@ -1,0 +1,1 @@
+"""Durable cache storage: verified content by digest, and per-repository indexes."""

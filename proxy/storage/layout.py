@@ -1,0 +1,74 @@
+"""Where the cache keeps things on disk.
+
+::
+
+    <data_dir>/cache/
+      blobs/<alg>/<hex[:2]>/<hex>        verified content, blobs and manifests alike;
+                                         only ever created by rename after the digest
+                                         was checked, so a file here is never partial
+      tmp/<random>                       downloads in progress; removed at start
+      repos/<registry>/<repository>/     what one upstream repository is known to hold
+        _blobs/<alg>/<hex>               empty link: the blob was fetched or verified here
+        _manifests/<alg>/<hex>           link holding the manifest's media type
+        _tags/<tag>                      JSON: digest, media type, size, checked_at
+
+Content is shared between repositories, but it is served for a repository only
+through that repository's links, so one registry's content is never served for
+another registry's name, even when the default registry changes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from proxy.reference import Digest, Target
+
+__all__ = ["Layout", "atomic_write"]
+
+
+class Layout:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "cache"
+        self.blobs = self.root / "blobs"
+        self.tmp = self.root / "tmp"
+        self.repos = self.root / "repos"
+
+    def create(self) -> None:
+        for path in (self.blobs, self.tmp, self.repos):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def blob(self, digest: Digest) -> Path:
+        return self.blobs / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def repo(self, target: Target) -> Path:
+        # Names were checked against the grammar (no "..", no empty parts)
+        # before they get here, so joining them is safe.
+        return self.repos / target.registry / target.repository
+
+    def blob_link(self, target: Target, digest: Digest) -> Path:
+        return self.repo(target) / "_blobs" / digest.algorithm / digest.hex
+
+    def manifest_link(self, target: Target, digest: Digest) -> Path:
+        return self.repo(target) / "_manifests" / digest.algorithm / digest.hex
+
+    def tag(self, target: Target, tag: str) -> Path:
+        return self.repo(target) / "_tags" / tag
+
+    def temp_file(self) -> tuple[int, Path]:
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
+        return fd, Path(name)
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write a small file so readers see either the old or the new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="small-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,1 @@
+"""The outbound registry client: endpoints, challenges, tokens, redirects, SSRF guard."""

@@ -1,0 +1,130 @@
+"""Answer registry challenges: Basic with stored credentials, Bearer with tokens.
+
+Challenges are remembered per registry, so after the first 401 requests carry
+credentials up front. Tokens are cached per (registry, credential, scope).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from proxy.errors import ErrorCode, RegistryError
+from proxy.singleflight import SingleFlight
+from proxy.upstream.body import BodyTooLarge, read_limited
+from proxy.upstream.challenge import Challenge
+from proxy.upstream.failures import connection_error
+from proxy.upstream.guard import check_literal, same_site
+from proxy.upstream.pools import Pools
+from proxy.upstream.registries import Credentials, Endpoint
+
+__all__ = ["Authenticator"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOKEN_LIFETIME = 60.0
+MAX_TOKEN_RESPONSE = 1024 * 1024
+_TokenKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+class Authenticator:
+    def __init__(self, pools: Pools) -> None:
+        self._pools = pools
+        self._challenges: dict[str, Challenge] = {}
+        self._tokens: dict[_TokenKey, _Token] = {}
+        self._fetches: SingleFlight[_TokenKey, _Token] = SingleFlight()
+
+    def remember(self, registry: str, challenges: list[Challenge]) -> bool:
+        """Keep the challenge we can answer; False when there is none."""
+        for wanted in ("bearer", "basic"):
+            for challenge in challenges:
+                if challenge.scheme == wanted and (wanted == "basic" or challenge.realm):
+                    self._challenges[registry] = challenge
+                    return True
+        return False
+
+    def forget_token(self, endpoint: Endpoint, creds: Credentials | None, scope: str) -> None:
+        self._tokens.pop((endpoint.registry, creds.id if creds else "", scope), None)
+
+    async def authorization(self, endpoint: Endpoint, creds: Credentials | None, scope: str) -> str | None:
+        challenge = self._challenges.get(endpoint.registry)
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return _basic(creds) if creds else None
+        key = (endpoint.registry, creds.id if creds else "", scope)
+        token = self._tokens.get(key)
+        if token is None or token.expires_at <= time.monotonic():
+            token = await self._fetches.do(key, lambda: self._fetch(endpoint, challenge, creds, scope, key))
+        return f"Bearer {token.value}"
+
+    async def _fetch(self, endpoint: Endpoint, challenge: Challenge, creds: Credentials | None,
+                     scope: str, key: _TokenKey) -> _Token:
+        realm = URL(challenge.realm or "")
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise RegistryError(ErrorCode.UNKNOWN, f"{endpoint.registry} sent an unusable token realm")
+        params = {"scope": challenge.params.get("scope") or scope}
+        if "service" in challenge.params:
+            params["service"] = challenge.params["service"]
+        headers = {}
+        if creds is not None:
+            if self._may_receive_credentials(endpoint, realm):
+                headers["Authorization"] = _basic(creds)
+            else:
+                log.warning("not sending credentials for %s to token realm on %s: not the registry's site",
+                            endpoint.registry, realm.host)
+        session = self._pools.for_registry(endpoint.configured)
+        try:
+            if not endpoint.configured:
+                check_literal(realm.host)
+            async with session.get(realm.with_query(params), headers=headers, allow_redirects=False) as resp:
+                status = resp.status
+                body = await read_limited(resp, MAX_TOKEN_RESPONSE) if status == 200 else b""
+        except BodyTooLarge:
+            raise RegistryError(ErrorCode.UNKNOWN, f"token server of {endpoint.registry} sent an oversized answer") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise connection_error(endpoint, exc, what="token server") from None
+        if status in (401, 403):
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise RegistryError(ErrorCode.UNAUTHORIZED,
+                                f"token server of {endpoint.registry} refused {who}")
+        if status != 200:
+            raise RegistryError(ErrorCode.UNKNOWN,
+                                f"token server of {endpoint.registry} answered HTTP {status}")
+        try:
+            data = json.loads(body)
+            value = data.get("token") or data.get("access_token")
+            lifetime = float(data.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            raise RegistryError(ErrorCode.UNKNOWN, f"token server of {endpoint.registry} sent no token")
+        # Renew a little early so a token never expires between check and use.
+        token = _Token(value, time.monotonic() + max(lifetime * 0.9, 1.0))
+        self._tokens[key] = token
+        return token
+
+    @staticmethod
+    def _may_receive_credentials(endpoint: Endpoint, realm: URL) -> bool:
+        registry_url = URL(endpoint.url)
+        if registry_url.scheme == "https" and realm.scheme != "https":
+            return False
+        hosts = {registry_url.host or "", endpoint.registry.rsplit(":", 1)[0]}
+        return any(same_site(realm.host or "", host) for host in hosts if host)
+
+
+def _basic(creds: Credentials) -> str:
+    raw = f"{creds.username}:{creds.password}".encode()
+    return "Basic " + base64.b64encode(raw).decode()

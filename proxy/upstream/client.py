@@ -1,0 +1,136 @@
+"""Requests to upstream registries, with authentication, redirects and error mapping.
+
+Callers name a repository and a path below it; this module decides the URL,
+the pool, the credentials, follows at most ``MAX_REDIRECTS`` redirects by hand
+(never carrying ``Authorization`` or cookies, never downgrading to plain HTTP)
+and raises ``RegistryError`` for anything but a 2xx answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+from yarl import URL
+
+from proxy.errors import ErrorCode, RegistryError
+from proxy.reference import Target
+from proxy.upstream.auth import Authenticator
+from proxy.upstream.challenge import parse_challenges
+from proxy.upstream.failures import connection_error, status_error
+from proxy.upstream.guard import check_literal
+from proxy.upstream.pools import Pools
+from proxy.upstream.registries import Credentials, Endpoint, RegistryDirectory
+
+__all__ = ["UpstreamClient"]
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class UpstreamClient:
+    def __init__(self, *, pools: Pools, registries: RegistryDirectory) -> None:
+        self.registries = registries
+        self._pools = pools
+        self._auth = Authenticator(pools)
+        # Registries marked insecure that turned out to speak plain HTTP only.
+        self._plain_http: set[str] = set()
+
+    @asynccontextmanager
+    async def open(
+        self,
+        target: Target,
+        method: str,
+        path: str,
+        *,
+        kind: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Yield the upstream's 2xx response to ``<endpoint>/v2/<repository>/<path>``."""
+        endpoint = self.registries.endpoint(target.registry)
+        creds = self.registries.credentials(target.registry)
+        scope = f"repository:{target.repository}:pull"
+        sent = dict(headers or {})
+        resp = await self._authorized(endpoint, creds, scope, method, f"/v2/{target.repository}/{path}", sent, params)
+        try:
+            resp = await self._follow_redirects(endpoint, method, resp, sent)
+            if not 200 <= resp.status < 300:
+                raise await status_error(endpoint, resp, kind)
+            yield resp
+        finally:
+            resp.release()
+
+    async def _authorized(self, endpoint: Endpoint, creds: Credentials | None, scope: str, method: str,
+                          path: str, headers: dict[str, str],
+                          params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
+        for attempt in range(2):
+            auth = await self._auth.authorization(endpoint, creds, scope)
+            request_headers = dict(headers)
+            if auth:
+                request_headers["Authorization"] = auth
+            resp = await self._send(endpoint, method, path, request_headers, params)
+            if resp.status != 401 or attempt == 1:
+                return resp
+            challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
+            if not self._auth.remember(endpoint.registry, challenges):
+                return resp
+            if auth and auth.startswith("Bearer "):
+                self._auth.forget_token(endpoint, creds, scope)
+            elif auth and creds is not None:
+                # Basic credentials we sent were refused; asking again won't help.
+                return resp
+            resp.release()
+        raise AssertionError("unreachable")
+
+    async def _send(self, endpoint: Endpoint, method: str, path: str, headers: dict[str, str],
+                    params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
+        base = endpoint.url if endpoint.registry not in self._plain_http else endpoint.plain_http_url
+        try:
+            return await self._request(endpoint, method, URL((base or endpoint.url) + path, encoded=True),
+                                       headers, params, verify=not endpoint.insecure)
+        except RegistryError as err:
+            fallback = endpoint.plain_http_url
+            if fallback is None or endpoint.registry in self._plain_http or err.code is ErrorCode.DENIED:
+                raise
+            resp = await self._request(endpoint, method, URL(fallback + path, encoded=True), headers, params, verify=False)
+            log.info("registry %s is insecure and answers on plain HTTP", endpoint.registry)
+            self._plain_http.add(endpoint.registry)
+            return resp
+
+    async def _request(self, endpoint: Endpoint, method: str, url: URL, headers: Mapping[str, str],
+                       params: Mapping[str, str] | None, *, verify: bool) -> aiohttp.ClientResponse:
+        session = self._pools.for_registry(endpoint.configured)
+        try:
+            if not endpoint.configured:
+                check_literal(url.host or "")
+            return await session.request(method, url, headers=headers, params=params, allow_redirects=False,
+                                         ssl=None if verify else False)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise connection_error(endpoint, exc) from None
+
+    async def _follow_redirects(self, endpoint: Endpoint, method: str, resp: aiohttp.ClientResponse,
+                                headers: Mapping[str, str]) -> aiohttp.ClientResponse:
+        # Storage behind a registry (S3, GCS, a CDN) authenticates with signed
+        # URLs; our credentials are the registry's and must not leave it.
+        hop_headers = {k: v for k, v in headers.items() if k.lower() in ("accept", "range")}
+        for _ in range(MAX_REDIRECTS):
+            if resp.status not in _REDIRECTS or "Location" not in resp.headers:
+                return resp
+            location = resp.url.join(URL(resp.headers["Location"]))
+            resp.release()
+            if location.scheme not in ("http", "https"):
+                raise RegistryError(ErrorCode.UNKNOWN, f"upstream {endpoint.registry} redirected to an unusable URL")
+            if resp.url.scheme == "https" and location.scheme == "http":
+                raise RegistryError(ErrorCode.UNKNOWN,
+                                    f"upstream {endpoint.registry} redirected from HTTPS to plain HTTP; refused")
+            resp = await self._request(endpoint, method, location, hop_headers, None, verify=True)
+        if resp.status in _REDIRECTS:
+            resp.release()
+            raise RegistryError(ErrorCode.UNKNOWN,
+                                f"upstream {endpoint.registry} redirected more than {MAX_REDIRECTS} times")
+        return resp

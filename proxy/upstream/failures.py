@@ -1,0 +1,95 @@
+"""Turn what went wrong upstream into the registry error the client sees.
+
+Upstream error bodies are read back into our table's codes, and every message
+names the upstream, so an operator can tell our failures from theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+
+import aiohttp
+
+from proxy.errors import ErrorCode, RegistryError
+from proxy.upstream.body import BodyTooLarge, read_limited
+from proxy.upstream.guard import BlockedAddress
+from proxy.upstream.registries import Endpoint
+
+__all__ = ["STALE_OK", "connection_error", "status_error"]
+
+MAX_ERROR_BODY = 64 * 1024
+
+# Failures for which serving the last known content beats failing the pull.
+STALE_OK = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN, ErrorCode.TOOMANYREQUESTS})
+
+_NOT_FOUND = {"manifest": ErrorCode.MANIFEST_UNKNOWN, "blob": ErrorCode.BLOB_UNKNOWN}
+_PASSED_THROUGH = {ErrorCode.NAME_UNKNOWN, ErrorCode.MANIFEST_UNKNOWN, ErrorCode.BLOB_UNKNOWN,
+                   ErrorCode.NAME_INVALID, ErrorCode.TAG_INVALID, ErrorCode.DIGEST_INVALID}
+
+
+def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "registry") -> RegistryError:
+    blocked = _find(exc, BlockedAddress)
+    if blocked is not None:
+        return RegistryError(
+            ErrorCode.DENIED,
+            f"{what} {blocked.host} for {endpoint.registry} resolves to the non-public address "
+            f"{blocked.address}; only registries configured under `registries:` may be reached there",
+        )
+    cert = _find(exc, ssl.SSLError) or _find(exc, aiohttp.ClientSSLError)
+    if cert is not None:
+        return RegistryError(ErrorCode.UNKNOWN, f"TLS with {what} {endpoint.registry} failed: {_reason(cert)}")
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return RegistryError(ErrorCode.UNAVAILABLE, f"{what} {endpoint.registry} ({endpoint.url}) timed out")
+    return RegistryError(ErrorCode.UNAVAILABLE,
+                         f"{what} {endpoint.registry} ({endpoint.url}) is unreachable: {_reason(exc)}")
+
+
+async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: str) -> RegistryError:
+    upstream_code, upstream_message = await _read_error(resp)
+    where = f"upstream {endpoint.registry}"
+    status = resp.status
+    if status == 429:
+        headers = {"Retry-After": resp.headers["Retry-After"]} if "Retry-After" in resp.headers else {}
+        return RegistryError(ErrorCode.TOOMANYREQUESTS, f"{where} is rate limiting: {upstream_message or 'HTTP 429'}",
+                             headers=headers)
+    if status == 401:
+        return RegistryError(ErrorCode.UNAUTHORIZED, f"{where} requires authentication: "
+                             f"{upstream_message or 'the credentials were refused'}")
+    if status == 403:
+        return RegistryError(ErrorCode.DENIED, f"{where} denied access: {upstream_message or 'HTTP 403'}")
+    if status == 404:
+        code = upstream_code if upstream_code in _PASSED_THROUGH else _NOT_FOUND.get(kind, ErrorCode.NAME_UNKNOWN)
+        return RegistryError(code, f"{where}: {upstream_message or code.default_message}")
+    if 400 <= status < 500 and upstream_code in _PASSED_THROUGH:
+        return RegistryError(upstream_code, f"{where}: {upstream_message}")
+    return RegistryError(ErrorCode.UNKNOWN, f"{where} answered HTTP {status}"
+                         + (f": {upstream_message}" if upstream_message else ""))
+
+
+async def _read_error(resp: aiohttp.ClientResponse) -> tuple[ErrorCode | None, str]:
+    try:
+        body = await read_limited(resp, MAX_ERROR_BODY)
+        first = json.loads(body)["errors"][0]
+        code = ErrorCode.from_wire(str(first.get("code", "")))
+        return code, str(first.get("message") or "")[:500]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, aiohttp.ClientError, BodyTooLarge):
+        return None, ""
+
+
+def _find(exc: BaseException, kind: type) -> BaseException | None:
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        nested = getattr(seen, "os_error", None) or getattr(seen, "certificate_error", None)
+        seen = nested if isinstance(nested, BaseException) else (seen.__cause__ or seen.__context__)
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or getattr(exc, "strerror", None)
+    return str(reason or exc or type(exc).__name__)

@@ -1,0 +1,76 @@
+"""The SSRF guard: registries named only in a request path may reach public addresses only.
+
+An operator who configures a registry vouches for it, so configured registries
+(and the token realms and redirects they send us to) use a normal resolver.
+Everything else goes through ``PublicOnlyResolver``, which checks the
+addresses a name resolves to at connection time, so a name cannot pass a
+check and then rebind to a private address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+from publicsuffixlist import PublicSuffixList
+
+__all__ = ["BlockedAddress", "PublicOnlyResolver", "check_literal", "is_public", "same_site"]
+
+_PSL = PublicSuffixList()
+
+
+class BlockedAddress(OSError):
+    """Raised inside the connector so aiohttp wraps it in its connection error."""
+
+    def __init__(self, host: str, address: str) -> None:
+        self.host = host
+        self.address = address
+        super().__init__(f"{host} resolves to non-public address {address}")
+
+
+def is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_literal(host: str) -> None:
+    """Refuse an IP literal that is not public (aiohttp skips the resolver for those)."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+    except ValueError:
+        return
+    if not is_public(bare):
+        raise BlockedAddress(host, bare)
+
+
+def same_site(host_a: str, host_b: str) -> bool:
+    """True when both hosts are equal or share a registrable domain (eTLD+1)."""
+    a, b = host_a.lower().strip("[]"), host_b.lower().strip("[]")
+    if a == b:
+        return True
+    site_a, site_b = _PSL.privatesuffix(a), _PSL.privatesuffix(b)
+    return site_a is not None and site_a == site_b
+
+
+class PublicOnlyResolver(AbstractResolver):
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            if not is_public(result["host"]):
+                raise BlockedAddress(host, result["host"])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)

@@ -1,0 +1,47 @@
+"""The outbound connection pools.
+
+Two pools rather than one: a pooled keep-alive connection is keyed by host and
+port, not by the address it reached, so sharing one pool between configured
+registries (which may live on private networks) and registries named only in
+a request path would let the latter reuse a connection the guard never saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from proxy import __version__
+from proxy.upstream.guard import PublicOnlyResolver
+
+__all__ = ["Pools", "open_pools"]
+
+USER_AGENT = f"registry-proxy/{__version__}"
+
+
+@dataclass(frozen=True)
+class Pools:
+    trusted: aiohttp.ClientSession
+    public: aiohttp.ClientSession
+
+    def for_registry(self, configured: bool) -> aiohttp.ClientSession:
+        return self.trusted if configured else self.public
+
+    async def close(self) -> None:
+        await self.trusted.close()
+        await self.public.close()
+
+
+def open_pools(*, connect_timeout: float = 15.0, read_timeout: float = 120.0) -> Pools:
+    def session(resolver: aiohttp.abc.AbstractResolver | None) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, resolver=resolver),
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+            # Cookies never travel: upstreams get only what we choose to send.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    return Pools(trusted=session(None), public=session(PublicOnlyResolver()))
