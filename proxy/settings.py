@@ -80,10 +80,10 @@ def load_settings(
 ) -> Settings:
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
+    # Relative paths in the file mean the same as in flags: from the working directory.
     base = Path.cwd()
     if path is not None:
         raw = _read_yaml(path)
-        base = path.parent
     for key, env in (("listen", "REGISTRY_PROXY_LISTEN"), ("data_dir", "REGISTRY_PROXY_DATA_DIR")):
         if environ.get(env):
             raw[key] = environ[env]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 from dataclasses import dataclass
 
 from proxy.errors import ErrorCode, RegistryError
@@ -36,7 +37,21 @@ async def list_tags(upstream: UpstreamClient, target: Target, *, n: str | None, 
         raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent an unreadable tag list") from None
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent an unreadable tag list")
-    return TagPage(tags, _next_query(link))
+    return _paginate(tags, _next_query(link), n=n, last=last)
+
+
+def _paginate(tags: list[str], next_query: str | None, *, n: str | None, last: str | None) -> TagPage:
+    """Apply n/last here when the upstream ignored them (distribution before 3.0 does).
+
+    The spec orders tags lexically, so the page after ``last`` is the sorted
+    tags greater than it.
+    """
+    if n is None or len(tags) <= int(n):
+        return TagPage(tags, next_query)
+    remaining = sorted(t for t in tags if last is None or t > last)
+    page = remaining[: int(n)]
+    more = len(remaining) > len(page) and page
+    return TagPage(page, urlencode({"n": n, "last": page[-1]}) if more else None)
 
 
 def _next_query(link: str | None) -> str | None:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, then the suite itself. Safe to re-run.
+#   scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the end-to-end tests drive: a real registry and real clients.
+packages=(docker-registry skopeo python3-venv ca-certificates)
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# A project venv unless one is active, so a PEP 668 system Python is never touched.
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  python=.venv/bin/python
+else
+  python=python
+fi
+"$python" -m pip install -q --disable-pip-version-check -e '.[test]'
+exec "$python" -m pytest "$@"
