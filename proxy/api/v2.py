@@ -28,7 +28,7 @@ _READ_METHODS = ("GET", "HEAD")
 def setup_routes(app: web.Application) -> None:
     app.router.add_route("*", "/v2", ping)
     app.router.add_route("*", "/v2/", ping)
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch)
 
 
 async def ping(request: web.Request) -> web.Response:

@@ -78,26 +78,35 @@ class ManifestService:
     async def _refresh_tag(self, target: Target, tag: str, record: TagRecord | None,
                            accept: str | None, head: bool) -> Manifest:
         usable = record if record is not None and _acceptable(record.media_type, accept) else None
+        manifest: Manifest | None = None
         try:
-            if usable is not None:
+            # Revalidate with a HEAD only when a matching answer can be served from here.
+            if usable is not None and (head or self._local(target, parse_digest(usable.digest),
+                                                          head=True, cache="hit") is not None):
                 current = await self._head(target, tag, accept)
                 if current is not None and current.digest == usable.digest:
                     local = self._local(target, parse_digest(usable.digest), head=head, cache="revalidated")
                     if local is not None:
                         self._index.set_tag(target, tag, replace(usable, checked_at=time.time()))
                         return local
-            manifest = await self._fetch(target, tag, accept, head)
+                elif head:
+                    manifest = current
+            manifest = manifest or await self._fetch(target, tag, accept, head)
         except RegistryError as err:
-            if err.code not in STALE_OK or usable is None:
-                raise
-            if usable.age() > self._cache.tag_ttl + self._cache.max_stale:
-                raise
-            stale = self._local(target, parse_digest(usable.digest), head=head, cache="stale")
+            stale = self._stale(target, usable, err, head=head)
             if stale is None:
                 raise
             return stale
         self._index.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size, time.time()))
         return manifest
+
+    def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
+               head: bool) -> Manifest | None:
+        if record is None or err.code not in STALE_OK:
+            return None
+        if record.age() > self._cache.tag_ttl + self._cache.max_stale:
+            return None
+        return self._local(target, parse_digest(record.digest), head=head, cache="stale")
 
     def _local(self, target: Target, digest: Digest, *, head: bool, cache: str) -> Manifest | None:
         media_type = self._index.manifest_media_type(target, digest)
