@@ -1,0 +1,1 @@
+"""End-to-end tests: real registry, real skopeo, the proxy as a subprocess."""
