@@ -102,7 +102,7 @@ def parse_address(value: str) -> str:
     """
     raw = value
     if "://" in value:
-        rest = value.split("://", 1)[1].rstrip("/")
+        rest = value.split("://", 1)[1].split("/", 1)[0]
         raise InvalidReference("address", f"drop the scheme: use `{rest}` instead of `{raw}`")
     if value != value.strip() or any(c.isspace() for c in value):
         raise InvalidReference("address", f"address `{raw}` contains spaces")
@@ -165,15 +165,19 @@ def _check_repository(repository: str) -> None:
 def _is_address(value: str) -> bool:
     if value.startswith("["):
         host, sep, port = value[1:].partition("]")
-        if port and not (port.startswith(":") and _PORT.fullmatch(port[1:])):
+        if port and not (port.startswith(":") and _valid_port(port[1:])):
             return False
         try:
             return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address) and bool(sep)
         except ValueError:
             return False
     host, sep, port = value.partition(":")
-    if sep and not (_PORT.fullmatch(port) and 0 < int(port) < 65536):
+    if sep and not _valid_port(port):
         return False
     if not host or len(host) > 253:
         return False
     return all(_HOST_LABEL.fullmatch(label) and len(label) <= 63 for label in host.split("."))
+
+
+def _valid_port(port: str) -> bool:
+    return bool(_PORT.fullmatch(port)) and 0 < int(port) < 65536

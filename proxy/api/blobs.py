@@ -13,7 +13,8 @@ from proxy.reference import Digest, Target
 
 __all__ = ["serve_blob"]
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# 18 digits is an exabyte; anything longer is not a range worth parsing.
+_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 
 
 async def serve_blob(request: web.Request, services: Services, target: Target, digest: Digest) -> web.StreamResponse:

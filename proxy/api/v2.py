@@ -23,6 +23,7 @@ __all__ = ["setup_routes"]
 
 _PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|tags/list)")
 _READ_METHODS = ("GET", "HEAD")
+_PAGE_SIZE = re.compile(r"[0-9]{1,6}")
 
 
 def setup_routes(app: web.Application) -> None:
@@ -79,9 +80,9 @@ async def _manifest(request: web.Request, target: Target, ref: str) -> web.Respo
 
 async def _tags(request: web.Request, target: Target, name: str, ns: str | None) -> web.Response:
     n = request.query.get("n")
-    if n is not None and not n.isdigit():
-        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"n={n[:20]!r} is not a number")
-    page = await list_tags(request.app[SERVICES].upstream, target, n=n,
+    if n is not None and not _PAGE_SIZE.fullmatch(n):
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"n={n[:20]!r} is not a number from 0 to 999999")
+    page = await list_tags(request.app[SERVICES].upstream, target, n=None if n is None else int(n),
                            last=request.query.get("last"))
     headers = {}
     if page.next_query is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from proxy.errors import ErrorCode, RegistryError
@@ -62,7 +63,7 @@ class _CachedBody:
 class _Fetch:
     """One upstream download in progress, shared by every reader of it."""
 
-    def __init__(self, temp_path: os.PathLike[str]) -> None:
+    def __init__(self, temp_path: Path) -> None:
         self.temp_path = temp_path
         self.size: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self.written = 0
@@ -154,8 +155,8 @@ class BlobService:
         # Opened before any await, while the fetch cannot yet have renamed it.
         fd = os.open(fetch.temp_path, os.O_RDONLY)
         try:
-            size = await fetch.size
-            yield _FetchBody(fetch, fd, size, source)
+            expected = await fetch.size
+            yield _FetchBody(fetch, fd, expected, source)
         finally:
             os.close(fd)
 
@@ -198,7 +199,7 @@ class BlobService:
             await asyncio.to_thread(os.fsync, fd)
             os.close(fd)
             fd = -1
-            self._store.commit(fetch.temp_path, digest, fetch.written)  # type: ignore[arg-type]
+            self._store.commit(fetch.temp_path, digest, fetch.written)
             self._index.link_blob(target, digest)
             fetch.finish()
         except BaseException as exc:

@@ -22,8 +22,8 @@ class TagPage:
     next_query: str | None  # the upstream's query for the next page, if any
 
 
-async def list_tags(upstream: UpstreamClient, target: Target, *, n: str | None, last: str | None) -> TagPage:
-    params = {k: v for k, v in (("n", n), ("last", last)) if v is not None}
+async def list_tags(upstream: UpstreamClient, target: Target, *, n: int | None, last: str | None) -> TagPage:
+    params = {k: str(v) for k, v in (("n", n), ("last", last)) if v is not None}
     async with upstream.open(target, "GET", "tags/list", kind="tags", params=params) as resp:
         try:
             body = await read_limited(resp, MAX_TAGS_BODY)
@@ -40,17 +40,17 @@ async def list_tags(upstream: UpstreamClient, target: Target, *, n: str | None, 
     return _paginate(tags, _next_query(link), n=n, last=last)
 
 
-def _paginate(tags: list[str], next_query: str | None, *, n: str | None, last: str | None) -> TagPage:
+def _paginate(tags: list[str], next_query: str | None, *, n: int | None, last: str | None) -> TagPage:
     """Apply n/last here when the upstream ignored them (distribution before 3.0 does).
 
     The spec orders tags lexically, so the page after ``last`` is the sorted
-    tags greater than it.
+    tags greater than it; for an upstream that honoured both, this changes nothing.
     """
-    if n is None or len(tags) <= int(n):
+    if next_query is not None or (last is None and (n is None or len(tags) <= n)):
         return TagPage(tags, next_query)
     remaining = sorted(t for t in tags if last is None or t > last)
-    page = remaining[: int(n)]
-    more = len(remaining) > len(page) and page
+    page = remaining if n is None else remaining[:n]
+    more = len(page) < len(remaining) and page
     return TagPage(page, urlencode({"n": n, "last": page[-1]}) if more else None)
 
 

@@ -109,7 +109,7 @@ class UpstreamClient:
             if not endpoint.configured:
                 check_literal(url.host or "")
             return await session.request(method, url, headers=headers, params=params, allow_redirects=False,
-                                         ssl=None if verify else False)
+                                         ssl=verify)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise connection_error(endpoint, exc) from None
 

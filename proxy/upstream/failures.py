@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+from typing import TypeVar
 
 import aiohttp
 
@@ -20,6 +21,8 @@ from proxy.upstream.registries import Endpoint
 __all__ = ["STALE_OK", "connection_error", "status_error"]
 
 MAX_ERROR_BODY = 64 * 1024
+
+E = TypeVar("E", bound=BaseException)
 
 # Failures for which serving the last known content beats failing the pull.
 STALE_OK = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN, ErrorCode.TOOMANYREQUESTS})
@@ -37,7 +40,7 @@ def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "reg
             f"{what} {blocked.host} for {endpoint.registry} resolves to the non-public address "
             f"{blocked.address}; only registries configured under `registries:` may be reached there",
         )
-    cert = _find(exc, ssl.SSLError) or _find(exc, aiohttp.ClientSSLError)
+    cert: BaseException | None = _find(exc, ssl.SSLError) or _find(exc, aiohttp.ClientSSLError)
     if cert is not None:
         return RegistryError(ErrorCode.UNKNOWN, f"TLS with {what} {endpoint.registry} failed: {_reason(cert)}")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
@@ -78,7 +81,8 @@ async def _read_error(resp: aiohttp.ClientResponse) -> tuple[ErrorCode | None, s
         return None, ""
 
 
-def _find(exc: BaseException, kind: type) -> BaseException | None:
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """Find ``kind`` in the chain aiohttp wraps connection failures in."""
     seen: BaseException | None = exc
     for _ in range(6):
         if seen is None:

@@ -41,11 +41,7 @@ def is_public(address: str) -> bool:
 def check_literal(host: str) -> None:
     """Refuse an IP literal that is not public (aiohttp skips the resolver for those)."""
     bare = host.strip("[]")
-    try:
-        ipaddress.ip_address(bare.split("%", 1)[0])
-    except ValueError:
-        return
-    if not is_public(bare):
+    if _is_ip(bare) and not is_public(bare):
         raise BlockedAddress(host, bare)
 
 
@@ -54,8 +50,18 @@ def same_site(host_a: str, host_b: str) -> bool:
     a, b = host_a.lower().strip("[]"), host_b.lower().strip("[]")
     if a == b:
         return True
+    if _is_ip(a) or _is_ip(b):
+        return False
     site_a, site_b = _PSL.privatesuffix(a), _PSL.privatesuffix(b)
     return site_a is not None and site_a == site_b
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 class PublicOnlyResolver(AbstractResolver):

@@ -27,11 +27,14 @@ class BackgroundApp:
         app: web.Application,
         *,
         port: int = 0,
+        bind: str = "127.0.0.1",
         ssl_context: ssl.SSLContext | None = None,
         name: str = "e2e-server",
     ) -> None:
         self._app = app
         self._port = port
+        # Any 127.0.0.0/8 address: a second loopback host is a "different site".
+        self._bind = bind
         self._ssl = ssl_context
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -51,7 +54,7 @@ class BackgroundApp:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._port}"
+        return f"{self._bind}:{self._port}"
 
     @property
     def url(self) -> str:
@@ -81,7 +84,7 @@ class BackgroundApp:
         # teardown for aiohttp's default 60 s.
         self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self._port, ssl_context=self._ssl, reuse_address=True)
+        site = web.TCPSite(self._runner, self._bind, self._port, ssl_context=self._ssl, reuse_address=True)
         await site.start()
         self._port = int(self._runner.addresses[0][1])
 
