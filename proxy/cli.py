@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _bind(settings: Settings) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(settings.listen_host, settings.listen_port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((settings.listen_host, settings.listen_port), family=family, backlog=1024)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise SettingsError(f"Config 'listen' has value '{settings.listen}': {reason}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="registry-proxy", description="Pull-through proxy for container images.")
     parser.add_argument("--version", action="version", version=f"registry-proxy {__version__}")
@@ -57,15 +67,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(settings: Settings) -> None:
+    # Bind before the app starts, so a taken port fails before anything is
+    # created in the data directory.
+    sock = _bind(settings)
     runner = web.AppRunner(create_app(settings), handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.listen_host, settings.listen_port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise SettingsError(f"Config 'listen' has value '{settings.listen}': {reason}") from None
+    await web.SockSite(runner, sock).start()
     log.info("registry-proxy %s listening on http://%s (data in %s, default registry %s)",
              __version__, settings.listen, settings.data_dir, settings.default_registry)
     stop = asyncio.Event()

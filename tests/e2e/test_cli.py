@@ -1,0 +1,73 @@
+"""Starting the proxy: embedded defaults, and config errors that stop it in one line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .http import get
+from .proxyproc import REPO_ROOT
+from .tools import free_port, reap, spawn, wait_http
+
+
+def run_serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "proxy", "serve", *args], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}"], tmp_path / "log",
+                 cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/", ok=(200,), proc=proc)
+        reply = get(f"127.0.0.1:{port}", "/v2/")
+        assert reply.status == 200
+        assert reply.headers["docker-distribution-api-version"] == "registry/2.0"
+        # State and cache under ./data of the working directory.
+        assert (tmp_path / "data" / "cache" / "blobs").is_dir()
+    finally:
+        reap(proc)
+
+
+BAD_CONFIGS = [
+    ({"lisen": "127.0.0.1:5000"}, "'lisen'"),
+    ({"cache": {"max_size": "lots"}}, "'cache.max_size' has value 'lots'"),
+    ({"cache": {"tag_ttl": [1]}}, "'cache.tag_ttl'"),
+    ({"cache": {"maxsize": 1}}, "'cache.maxsize' is not a known key"),
+    ({"registries": [{"address": "https://quay.io"}]}, "drop the scheme: use `quay.io`"),
+    ({"registries": [{"address": "quay.io", "insecure": "sometimes"}]}, "'registries[0].insecure' has value 'sometimes'"),
+    ({"settings": {"registry.whitelist": "quay.io, http://ghcr.io"}}, "'settings.registry.whitelist'"),
+    ({"settings": {"registry.defualt": "quay.io"}}, "'settings.registry.defualt' is not a known key"),
+    ({"listen": "localhost"}, "'listen' has value 'localhost'"),
+]
+
+
+@pytest.mark.parametrize("config,expected", BAD_CONFIGS)
+def test_config_errors_stop_start_up_in_one_line(tmp_path: Path, config: dict[str, object], expected: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_serve(tmp_path, "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert not (tmp_path / "data").exists()
+
+
+def test_port_in_use_is_one_line_naming_listen(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve(tmp_path, "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"registry-proxy: Config 'listen' has value '127.0.0.1:{port}': address already in use"]
+    assert not (tmp_path / "data").exists()
