@@ -3,46 +3,78 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy.admin_token import resolve_admin_token
+from proxy.api.admin import admin_errors, setup_admin_routes
 from proxy.api.errors import add_api_version, registry_errors
-from proxy.api.state import SERVICES, SETTINGS, Services
+from proxy.api.state import ADMIN_TOKEN, LIVE, SERVICES, SETTINGS, Services
 from proxy.api.v2 import setup_routes
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
-from proxy.pullthrough.routing import Router, RoutingPolicy
+from proxy.pullthrough.routing import Router
 from proxy.settings import Settings
 from proxy.storage.content import ContentStore
 from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.pools import open_pools
-from proxy.upstream.registries import StaticRegistries
+from proxy.store.crypto import SecretBox, load_key
+from proxy.store.db import Database
+from proxy.store.live import LiveState
+from proxy.store.registries import RegistryStore
+from proxy.store.settings import DEFAULTS, SettingsStore
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[registry_errors])
+    app = web.Application(middlewares=[admin_errors, registry_errors])
     app[SETTINGS] = settings
+    app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_services)
     app.on_response_prepare.append(add_api_version)
     setup_routes(app)
+    setup_admin_routes(app)
     return app
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    db = Database(settings.data_dir / "state.db")
+    await db.open()
+    try:
+        box = SecretBox(await asyncio.to_thread(load_key, settings.key_file, os.environ))
+        live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db), configs=settings.registries)
+        await live.registries.sync_config(settings.registries)
+        await live.settings.seed({name: settings.file_settings.get(name) for name in DEFAULTS})
+        await live.reload()
+        app[LIVE] = live
+        token = await asyncio.to_thread(resolve_admin_token, settings, os.environ)
+        app[ADMIN_TOKEN] = token
+        log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
+        yield
+    finally:
+        await db.close()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    live = app[LIVE]
     layout = Layout(settings.data_dir)
     store = ContentStore(layout, max_size=settings.cache.max_size)
     await asyncio.to_thread(store.load)
     index = RepositoryIndex(layout)
     pools = open_pools()
-    upstream = UpstreamClient(pools=pools, registries=StaticRegistries(settings.registries))
+    upstream = UpstreamClient(pools=pools, registries=live)
     app[SERVICES] = Services(
-        router=Router(RoutingPolicy(settings.default_registry, settings.whitelist)),
+        router=Router(lambda: live.policy),
         upstream=upstream,
         blobs=BlobService(store=store, index=index, upstream=upstream),
         manifests=ManifestService(store=store, index=index, upstream=upstream, cache=settings.cache),

@@ -16,6 +16,7 @@ from aiohttp import web
 from proxy import __version__
 from proxy.app import create_app
 from proxy.settings import Settings, SettingsError, load_settings
+from proxy.store.crypto import SecretError
 
 __all__ = ["main"]
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(_serve(settings))
-    except SettingsError as exc:
+    except (SettingsError, SecretError) as exc:
         print(f"registry-proxy: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

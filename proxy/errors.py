@@ -1,4 +1,4 @@
-"""The registry error table and the exception that carries one of its codes.
+"""The error tables: the registry API's (/v2) and the admin API's (/api/v1).
 
 Every error a client sees goes through this table, so a code always has the
 same HTTP status and the body always has the distribution spec's shape::
@@ -33,7 +33,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ErrorCode", "RegistryError", "error_body"]
+__all__ = ["ApiError", "ApiErrorCode", "ErrorCode", "RegistryError", "error_body"]
 
 
 class ErrorCode(enum.Enum):
@@ -97,3 +97,30 @@ class RegistryError(Exception):
 def error_body(code: ErrorCode, message: str, detail: Any = None) -> bytes:
     entry = {"code": code.wire, "message": message, "detail": detail}
     return json.dumps({"errors": [entry]}).encode()
+
+
+class ApiErrorCode(enum.Enum):
+    """The admin API's error table: ``{"error": {"code", "message", "field"}}``."""
+
+    INVALID = ("invalid", 400)
+    UNAUTHORIZED = ("unauthorized", 401)
+    NOT_FOUND = ("not_found", 404)
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
+    CONFLICT = ("conflict", 409)
+    UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
+    INTERNAL = ("internal", 500)
+
+    def __init__(self, wire: str, status: int) -> None:
+        self.wire = wire
+        self.status = status
+
+
+class ApiError(Exception):
+    def __init__(self, code: ApiErrorCode, message: str, *, field: str | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(message)
+
+    def body(self) -> bytes:
+        return json.dumps({"error": {"code": self.code.wire, "message": self.message, "field": self.field}}).encode()

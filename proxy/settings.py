@@ -24,11 +24,13 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, 
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
                "tb": 1000**4, "tib": 1024**4}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log")
+_TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log", "admin", "secrets")
 _SETTING_NAMES = ("registry.default", "registry.whitelist")
 _CACHE_KEYS = ("max_size", "tag_ttl", "max_stale", "max_manifest_size")
 _REGISTRY_KEYS = ("address", "endpoint", "username", "password", "password_file", "email", "insecure")
 _LOG_KEYS = ("level",)
+_ADMIN_KEYS = ("token_file",)
+_SECRETS_KEYS = ("key_file",)
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -64,6 +66,16 @@ class Settings:
     cache: CacheSettings = CacheSettings()
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     log_level: str = "info"
+    # Run-time settings the file names, normalised; seeded into the store at start.
+    file_settings: Mapping[str, str] = field(default_factory=dict)
+    admin_token_file: Path | None = None
+    secret_key_file: Path | None = None
+
+    @property
+    def key_file(self) -> Path:
+        # Beside the data directory, not in it: a copy of the data alone
+        # does not carry the key to its secrets.
+        return self.secret_key_file or self.data_dir.parent / f"{self.data_dir.name}.key"
 
     @property
     def listen(self) -> str:
@@ -128,6 +140,13 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         default_registry = _address("settings.registry.default", settings["registry.default"])
     whitelist = parse_whitelist(_string("settings.registry.whitelist", settings.get("registry.whitelist") or ""),
                                 key="settings.registry.whitelist")
+    file_settings = {"registry.default": default_registry} if "registry.default" in settings else {}
+    if "registry.whitelist" in settings:
+        file_settings["registry.whitelist"] = ",".join(sorted(whitelist))
+    admin = _mapping("admin", raw.get("admin", {}))
+    _check_keys("admin.", admin, _ADMIN_KEYS)
+    secrets = _mapping("secrets", raw.get("secrets", {}))
+    _check_keys("secrets.", secrets, _SECRETS_KEYS)
     log = _mapping("log", raw.get("log", {}))
     _check_keys("log.", log, _LOG_KEYS)
     log_level = _string("log.level", log.get("level", "info")).lower()
@@ -142,6 +161,9 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         cache=_cache(_mapping("cache", raw.get("cache", {}))),
         registries=_registries(raw.get("registries", []), base),
         log_level=log_level,
+        file_settings=file_settings,
+        admin_token_file=_path(base, "admin.token_file", admin.get("token_file")),
+        secret_key_file=_path(base, "secrets.key_file", secrets.get("key_file")),
     )
 
 
@@ -222,6 +244,10 @@ def _endpoint(key: str, value: str) -> str:
     if not re.fullmatch(r"https?://[^/\s?#]+/?", value):
         raise SettingsError(f"Config '{key}' has value '{value}'. Use a URL such as https://host:port, without a path.")
     return value.rstrip("/")
+
+
+def _path(base: Path, key: str, value: Any) -> Path | None:
+    return None if value is None else base / _string(key, value)
 
 
 def _read_secret(key: str, path: Path) -> str:

@@ -9,10 +9,12 @@ from aiohttp import web
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
+from proxy.admin_token import AdminToken
 from proxy.settings import Settings
+from proxy.store.live import LiveState
 from proxy.upstream.client import UpstreamClient
 
-__all__ = ["SERVICES", "SETTINGS", "Services"]
+__all__ = ["ADMIN_TOKEN", "LIVE", "SERVICES", "SETTINGS", "Services"]
 
 
 @dataclass(frozen=True)
@@ -25,3 +27,5 @@ class Services:
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
+LIVE = web.AppKey("live", LiveState)
+ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)

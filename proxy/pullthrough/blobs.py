@@ -164,12 +164,14 @@ class BlobService:
         size = self._store.size(digest)
         if size is None:
             return None
-        if not self._index.has_blob(target, digest):
-            # The content is here, fetched for another repository. Whether this
-            # one may have it is for the upstream to say, so ask it first.
+        access = self._upstream.access_key(target.registry)
+        if self._index.blob_access(target, digest) != access:
+            # The content is here, but was seen for another repository or with
+            # other credentials. Whether it may be served now is for the
+            # upstream to say, so ask it first.
             async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind="blob"):
                 pass
-            self._index.link_blob(target, digest)
+            self._index.link_blob(target, digest, access)
         return size
 
     def _start(self, target: Target, digest: Digest) -> _Fetch:
@@ -182,6 +184,7 @@ class BlobService:
         return fetch
 
     async def _run(self, fetch: _Fetch, fd: int, target: Target, digest: Digest) -> None:
+        access = self._upstream.access_key(target.registry)
         try:
             async with self._upstream.open(target, "GET", f"blobs/{digest}", kind="blob") as resp:
                 expected = resp.content_length
@@ -200,7 +203,7 @@ class BlobService:
             os.close(fd)
             fd = -1
             self._store.commit(fetch.temp_path, digest, fetch.written)
-            self._index.link_blob(target, digest)
+            self._index.link_blob(target, digest, access)
             fetch.finish()
         except BaseException as exc:
             log.warning("fetch of %s from %s failed: %s", digest, target, exc)

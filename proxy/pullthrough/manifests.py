@@ -54,71 +54,93 @@ class ManifestService:
         self._flights: SingleFlight[Hashable, Manifest] = SingleFlight()
 
     async def get(self, target: Target, reference: str | Digest, *, accept: str | None, head: bool) -> Manifest:
+        access = self._upstream.access_key(target.registry)
         if isinstance(reference, Digest):
-            return await self._by_digest(target, reference, accept=accept, head=head)
-        return await self._by_tag(target, reference, accept=accept, head=head)
+            return await self._by_digest(target, reference, accept=accept, head=head, access=access)
+        return await self._by_tag(target, reference, accept=accept, head=head, access=access)
 
-    async def _by_digest(self, target: Target, digest: Digest, *, accept: str | None, head: bool) -> Manifest:
-        local = self._local(target, digest, head=head, cache="hit")
+    async def _by_digest(self, target: Target, digest: Digest, *, accept: str | None, head: bool,
+                         access: str) -> Manifest:
+        local = self._local(target, digest, head=head, cache="hit", access=access)
         if local is not None:
             return local
-        key = ("digest", target, digest, head)
-        return await self._flights.do(key, lambda: self._fetch(target, str(digest), accept, head, expect=digest))
+        link = self._index.manifest(target, digest)
+        if link is not None and self._local(target, digest, head=True, cache="hit") is not None:
+            # Cached, but seen with other credentials: the upstream decides
+            # whether the current ones may have it.
+            await self._head(target, str(digest), accept)
+            self._index.link_manifest(target, digest, link.media_type, access)
+            revalidated = self._local(target, digest, head=head, cache="revalidated", access=access)
+            if revalidated is not None:
+                return revalidated
+        key = ("digest", target, digest, head, access)
+        return await self._flights.do(key, lambda: self._fetch(target, str(digest), accept, head, access,
+                                                               expect=digest))
 
-    async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool) -> Manifest:
+    async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool, access: str) -> Manifest:
         record = self._index.tag(target, tag)
-        if record is not None and _acceptable(record.media_type, accept):
-            if record.age() < self._cache.tag_ttl:
-                local = self._local(target, parse_digest(record.digest), head=head, cache="hit")
-                if local is not None:
-                    return local
-        key = ("tag", target, tag, accept, head)
-        return await self._flights.do(key, lambda: self._refresh_tag(target, tag, record, accept, head))
+        if (record is not None and record.access == access and _acceptable(record.media_type, accept)
+                and record.age() < self._cache.tag_ttl):
+            local = self._local(target, parse_digest(record.digest), head=head, cache="hit", access=access)
+            if local is not None:
+                return local
+        key = ("tag", target, tag, accept, head, access)
+        return await self._flights.do(key, lambda: self._refresh_tag(target, tag, record, accept, head, access))
 
     async def _refresh_tag(self, target: Target, tag: str, record: TagRecord | None,
-                           accept: str | None, head: bool) -> Manifest:
+                           accept: str | None, head: bool, access: str) -> Manifest:
         usable = record if record is not None and _acceptable(record.media_type, accept) else None
         manifest: Manifest | None = None
         try:
             # Revalidate with a HEAD only when a matching answer can be served from here.
-            if usable is not None and (head or self._local(target, parse_digest(usable.digest),
-                                                          head=True, cache="hit") is not None):
+            cached = usable is not None and self._local(target, parse_digest(usable.digest), head=True,
+                                                        cache="hit") is not None
+            if usable is not None and (head or cached):
                 current = await self._head(target, tag, accept)
                 if current is not None and current.digest == usable.digest:
-                    local = self._local(target, parse_digest(usable.digest), head=head, cache="revalidated")
+                    digest = parse_digest(usable.digest)
+                    link = self._index.manifest(target, digest)
+                    if link is not None:
+                        # The HEAD, made with today's credentials, vouches for the content.
+                        self._index.link_manifest(target, digest, link.media_type, access)
+                    local = self._local(target, digest, head=head, cache="revalidated", access=access)
                     if local is not None:
-                        self._index.set_tag(target, tag, replace(usable, checked_at=time.time()))
+                        self._index.set_tag(target, tag, replace(usable, checked_at=time.time(), access=access))
                         return local
                 elif head:
                     manifest = current
-            manifest = manifest or await self._fetch(target, tag, accept, head)
+            manifest = manifest or await self._fetch(target, tag, accept, head, access)
         except RegistryError as err:
-            stale = self._stale(target, usable, err, head=head)
+            stale = self._stale(target, usable, err, head=head, access=access)
             if stale is None:
                 raise
             return stale
-        self._index.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size, time.time()))
+        self._index.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size,
+                                                   time.time(), access))
         return manifest
 
     def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
-               head: bool) -> Manifest | None:
-        if record is None or err.code not in STALE_OK:
+               head: bool, access: str) -> Manifest | None:
+        # Never stale across a credential change: that content must be revalidated first.
+        if record is None or record.access != access or err.code not in STALE_OK:
             return None
         if record.age() > self._cache.tag_ttl + self._cache.max_stale:
             return None
-        return self._local(target, parse_digest(record.digest), head=head, cache="stale")
+        return self._local(target, parse_digest(record.digest), head=head, cache="stale", access=access)
 
-    def _local(self, target: Target, digest: Digest, *, head: bool, cache: str) -> Manifest | None:
-        media_type = self._index.manifest_media_type(target, digest)
-        if media_type is None:
+    def _local(self, target: Target, digest: Digest, *, head: bool, cache: str,
+               access: str | None = None) -> Manifest | None:
+        """The cached manifest, if this repository holds it (with ``access``, when given)."""
+        link = self._index.manifest(target, digest)
+        if link is None or (access is not None and link.access != access):
             return None
         if head:
             size = self._store.size(digest)
-            return None if size is None else Manifest(str(digest), media_type, size, None, cache)
+            return None if size is None else Manifest(str(digest), link.media_type, size, None, cache)
         body = self._store.read_small(digest)
         if body is None:
             return None
-        return Manifest(str(digest), media_type, len(body), body, cache)
+        return Manifest(str(digest), link.media_type, len(body), body, cache)
 
     async def _head(self, target: Target, reference: str, accept: str | None) -> Manifest | None:
         headers = {"Accept": accept or DEFAULT_ACCEPT}
@@ -129,7 +151,7 @@ class ManifestService:
                 return None
             return Manifest(digest, _media_type(resp, b""), resp.content_length, None, "miss")
 
-    async def _fetch(self, target: Target, reference: str, accept: str | None, head: bool,
+    async def _fetch(self, target: Target, reference: str, accept: str | None, head: bool, access: str,
                      expect: Digest | None = None) -> Manifest:
         if head:
             found = await self._head(target, reference, accept)
@@ -151,7 +173,7 @@ class ManifestService:
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
                                 f"upstream {target.registry} sent a manifest that does not match {digest}")
         self._store.put(digest, body)
-        self._index.link_manifest(target, digest, media_type)
+        self._index.link_manifest(target, digest, media_type, access)
         return Manifest(str(digest), media_type, len(body), None if head else body, "miss")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.errors import ErrorCode, RegistryError
@@ -20,11 +21,12 @@ class RoutingPolicy:
 
 
 class Router:
-    def __init__(self, policy: RoutingPolicy) -> None:
-        self.policy = policy
+    def __init__(self, policy: Callable[[], RoutingPolicy]) -> None:
+        # A callable: the policy changes at run time and each request takes the current one.
+        self._policy = policy
 
     def resolve(self, name: str, ns: str | None = None) -> Target:
-        policy = self.policy
+        policy = self._policy()
         try:
             target, from_default = resolve_name(name, ns=ns, default=policy.default_registry)
         except InvalidReference as exc:

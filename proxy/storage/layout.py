@@ -8,9 +8,9 @@
                                          was checked, so a file here is never partial
       tmp/<random>                       downloads in progress; removed at start
       repos/<registry>/<repository>/     what one upstream repository is known to hold
-        _blobs/<alg>/<hex>               empty link: the blob was fetched or verified here
-        _manifests/<alg>/<hex>           link holding the manifest's media type
-        _tags/<tag>                      JSON: digest, media type, size, checked_at
+        _blobs/<alg>/<hex>               link: the blob was seen here, with which access
+        _manifests/<alg>/<hex>           link: JSON media type and access
+        _tags/<tag>                      JSON: digest, media type, size, checked_at, access
 
 Content is shared between repositories, but it is served for a repository only
 through that repository's links, so one registry's content is never served for

@@ -40,6 +40,11 @@ class UpstreamClient:
         # Registries marked insecure that turned out to speak plain HTTP only.
         self._plain_http: set[str] = set()
 
+    def access_key(self, registry: str) -> str:
+        """Which access requests to this registry have now: a credential id, or "" for none."""
+        creds = self.registries.credentials(registry)
+        return creds.id if creds is not None else ""
+
     @asynccontextmanager
     async def open(
         self,
@@ -60,7 +65,11 @@ class UpstreamClient:
         try:
             resp = await self._follow_redirects(endpoint, method, resp, sent)
             if not 200 <= resp.status < 300:
-                raise await status_error(endpoint, resp, kind)
+                error = await status_error(endpoint, resp, kind)
+                note = self.registries.credential_note(target.registry) if resp.status == 401 else None
+                if note:
+                    error.message = f"{error.message} ({note})"
+                raise error
             yield resp
         finally:
             resp.release()

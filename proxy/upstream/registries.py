@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.reference import DOCKER_HUB
-from proxy.settings import RegistryConfig
-
-__all__ = ["Credentials", "Endpoint", "RegistryDirectory", "StaticRegistries"]
+__all__ = ["DOCKER_HUB_API", "Credentials", "Endpoint", "RegistryDirectory"]
 
 DOCKER_HUB_API = "https://registry-1.docker.io"
 
@@ -42,22 +38,6 @@ class RegistryDirectory(Protocol):
 
     def credentials(self, registry: str) -> Credentials | None: ...
 
-
-class StaticRegistries:
-    """Registries as the config file names them."""
-
-    def __init__(self, configs: Mapping[str, RegistryConfig]) -> None:
-        self._configs = dict(configs)
-
-    def endpoint(self, registry: str) -> Endpoint:
-        config = self._configs.get(registry)
-        default = DOCKER_HUB_API if registry == DOCKER_HUB else f"https://{registry}"
-        if config is None:
-            return Endpoint(registry, default, configured=False)
-        return Endpoint(registry, config.endpoint or default, configured=True, insecure=config.insecure)
-
-    def credentials(self, registry: str) -> Credentials | None:
-        config = self._configs.get(registry)
-        if config is None or config.username is None or config.password is None:
-            return None
-        return Credentials(config.username, config.password, id=f"config:{registry}")
+    def credential_note(self, registry: str) -> str | None:
+        """Why there are no credentials although some exist (e.g. deactivated)."""
+        ...

@@ -191,25 +191,28 @@ def layout(tmp_path: Path) -> Layout:
     return layout
 
 
-def test_blob_links_are_per_repository_and_registry(layout: Layout) -> None:
+def test_blob_links_are_per_repository_and_registry_and_record_the_access(layout: Layout) -> None:
     index = RepositoryIndex(layout)
     digest = digest_of(b"blob")
-    assert not index.has_blob(QUAY, digest)
-    index.link_blob(QUAY, digest)
-    index.link_blob(QUAY, digest)
-    assert index.has_blob(QUAY, digest)
-    assert not index.has_blob(GHCR, digest)
-    assert not index.has_blob(Target("quay.io", "org/other"), digest)
+    assert index.blob_access(QUAY, digest) is None
+    index.link_blob(QUAY, digest, "")
+    assert index.blob_access(QUAY, digest) == ""
+    index.link_blob(QUAY, digest, "cred:7")
+    assert index.blob_access(QUAY, digest) == "cred:7"
+    assert index.blob_access(GHCR, digest) is None
+    assert index.blob_access(Target("quay.io", "org/other"), digest) is None
+    assert RepositoryIndex(layout).blob_access(QUAY, digest) == "cred:7"
 
 
-def test_manifest_links_keep_the_media_type(layout: Layout) -> None:
+def test_manifest_links_keep_the_media_type_and_access(layout: Layout) -> None:
     index = RepositoryIndex(layout)
     digest = digest_of(b"manifest")
     media_type = "application/vnd.oci.image.index.v1+json"
-    assert index.manifest_media_type(QUAY, digest) is None
-    index.link_manifest(QUAY, digest, media_type)
-    assert index.manifest_media_type(QUAY, digest) == media_type
-    assert index.manifest_media_type(GHCR, digest) is None
+    assert index.manifest(QUAY, digest) is None
+    index.link_manifest(QUAY, digest, media_type, "cred:3")
+    link = index.manifest(QUAY, digest)
+    assert link is not None and (link.media_type, link.access) == (media_type, "cred:3")
+    assert index.manifest(GHCR, digest) is None
 
 
 def test_tag_records_round_trip_and_survive_a_new_instance(layout: Layout, tmp_path: Path) -> None:

@@ -1,0 +1,55 @@
+"""Where the admin API's bearer token comes from.
+
+In order: ``REGISTRY_PROXY_ADMIN_TOKEN``, the file named by ``admin.token_file``,
+or a random token generated on first start into ``<data_dir>/admin-token``
+(mode 0600), whose path is logged, never its content.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proxy.settings import Settings, SettingsError
+
+__all__ = ["ADMIN_TOKEN_ENV", "AdminToken", "resolve_admin_token"]
+
+ADMIN_TOKEN_ENV = "REGISTRY_PROXY_ADMIN_TOKEN"
+MIN_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class AdminToken:
+    value: str = field(repr=False)
+    origin: str  # for the start-up log: where to find it
+    generated: bool = False
+
+
+def resolve_admin_token(settings: Settings, environ: Mapping[str, str]) -> AdminToken:
+    if environ.get(ADMIN_TOKEN_ENV):
+        return AdminToken(_checked(environ[ADMIN_TOKEN_ENV].strip(), ADMIN_TOKEN_ENV), f"${ADMIN_TOKEN_ENV}")
+    if settings.admin_token_file is not None:
+        try:
+            text = settings.admin_token_file.read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"Config 'admin.token_file' has value '{settings.admin_token_file}'. "
+                                f"Cannot read it: {exc.strerror}.") from None
+        return AdminToken(_checked(text, "admin.token_file"), str(settings.admin_token_file))
+    path = settings.data_dir / "admin-token"
+    if path.exists():
+        return AdminToken(_checked(path.read_text().strip(), str(path)), str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return AdminToken(token, str(path), generated=True)
+
+
+def _checked(token: str, where: str) -> str:
+    if len(token) < MIN_LENGTH:
+        raise SettingsError(f"Admin token from {where} is shorter than {MIN_LENGTH} characters.")
+    return token

@@ -1,0 +1,217 @@
+"""The admin API under /api/v1: registry credentials and run-time settings.
+
+JSON only, behind the admin token. Every change is committed to the store
+before the answer, and applies to the next pull.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.api.admin_input import (check_address, check_email, check_password, check_username, check_whitelist,
+                                   read_body)
+from proxy.api.openapi import OPENAPI
+from proxy.api.state import ADMIN_TOKEN, LIVE
+from proxy.errors import ApiError, ApiErrorCode
+from proxy.store.live import LiveState
+from proxy.store.registries import ManagedByConfig, NotFound, RegistryRecord
+from proxy.store.settings import DEFAULTS, SettingValue
+
+__all__ = ["admin_errors", "setup_admin_routes"]
+
+PREFIX = "/api/v1"
+
+
+def setup_admin_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get(f"{PREFIX}/openapi.json", openapi)
+    r.add_get(f"{PREFIX}/registries", list_registries)
+    r.add_post(f"{PREFIX}/registries", add_registry)
+    r.add_get(f"{PREFIX}/registries/{{id}}", show_registry)
+    r.add_patch(f"{PREFIX}/registries/{{id}}", edit_registry)
+    r.add_delete(f"{PREFIX}/registries/{{id}}", delete_registry)
+    r.add_post(f"{PREFIX}/registries/{{id}}/activate", activate_registry)
+    r.add_post(f"{PREFIX}/registries/{{id}}/deactivate", deactivate_registry)
+    r.add_get(f"{PREFIX}/settings", list_settings)
+    r.add_get(f"{PREFIX}/settings/{{name}}", show_setting)
+    r.add_put(f"{PREFIX}/settings/{{name}}", set_setting)
+
+
+@web.middleware
+async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        if request.path != f"{PREFIX}/openapi.json":
+            _authorize(request)
+        return await handler(request)
+    except ApiError as err:
+        return _render(err)
+    except web.HTTPMethodNotAllowed:
+        return _render(ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}"))
+    except web.HTTPNotFound:
+        return _render(ApiError(ApiErrorCode.NOT_FOUND, f"no such API path: {request.path}"))
+
+
+def _render(err: ApiError) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="registry-proxy"'} if err.code is ApiErrorCode.UNAUTHORIZED else {}
+    return web.Response(status=err.code.status, body=err.body(), content_type="application/json", headers=headers)
+
+
+def _authorize(request: web.Request) -> None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    expected = request.app[ADMIN_TOKEN].value
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise ApiError(ApiErrorCode.UNAUTHORIZED, "send the admin token as 'Authorization: Bearer <token>'")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+# Registries
+
+
+async def list_registries(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    return web.json_response({"registries": [_registry(live, r) for r in live.records]})
+
+
+async def add_registry(request: web.Request) -> web.Response:
+    body = await read_body(request, allowed=("address", "email", "username", "password"),
+                           required=("address", "username", "password"))
+    address = check_address(body["address"])
+    email, username = check_email(body.get("email", "")), check_username(body["username"])
+    password = check_password(body["password"])
+    live = request.app[LIVE]
+    record = await live.change(lambda: live.registries.add(address=address, email=email, username=username,
+                                                           password=password))
+    return web.json_response(_registry(live, record), status=201,
+                             headers={"Location": f"{PREFIX}/registries/{record.id}"})
+
+
+async def show_registry(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    return web.json_response(_registry(live, _find(live, request)))
+
+
+async def edit_registry(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    record = _find(live, request)
+    body = await read_body(request, allowed=("address", "email", "username", "password"), required=())
+    if "address" in body and check_address(body["address"]) != record.address:
+        raise ApiError(ApiErrorCode.INVALID, "the address of a credential cannot change: delete this credential "
+                       "and add a new one for the new address", field="address")
+    if "password" not in body:
+        # It is never shown, so an edit cannot keep it unseen.
+        raise ApiError(ApiErrorCode.INVALID, "password is required with every edit", field="password")
+    email = check_email(body.get("email", record.email))
+    username = check_username(body.get("username", record.username))
+    password = check_password(body["password"])
+    updated = await _write(live, lambda: live.registries.update(record.id, email=email, username=username,
+                                                                password=password))
+    return web.json_response(_registry(live, updated))
+
+
+async def delete_registry(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    record = _find(live, request)
+    await _write(live, lambda: live.registries.delete(record.id))
+    return web.Response(status=204)
+
+
+async def activate_registry(request: web.Request) -> web.Response:
+    return await _set_active(request, True)
+
+
+async def deactivate_registry(request: web.Request) -> web.Response:
+    return await _set_active(request, False)
+
+
+async def _set_active(request: web.Request, active: bool) -> web.Response:
+    live = request.app[LIVE]
+    record = _find(live, request)
+    updated = await _write(live, lambda: live.registries.set_active(record.id, active))
+    return web.json_response(_registry(live, updated))
+
+
+def _find(live: LiveState, request: web.Request) -> RegistryRecord:
+    raw = request.match_info["id"]
+    for record in live.records:
+        if raw.isdigit() and record.id == int(raw):
+            return record
+    raise ApiError(ApiErrorCode.NOT_FOUND, f"no registry credential with id {raw[:40]!r}", field="id")
+
+
+async def _write(live: LiveState, work: Any) -> RegistryRecord:
+    try:
+        result: RegistryRecord = await live.change(work)
+        return result
+    except NotFound:
+        raise ApiError(ApiErrorCode.NOT_FOUND, "that registry credential no longer exists", field="id") from None
+    except ManagedByConfig:
+        raise ApiError(ApiErrorCode.CONFLICT, "this credential is managed by the config file: change it there "
+                       "and restart", field="id") from None
+
+
+def _registry(live: LiveState, record: RegistryRecord) -> dict[str, Any]:
+    chosen = live.in_use.get(record.address)
+    return {
+        "id": record.id, "address": record.address, "email": record.email, "username": record.username,
+        "state": record.state, "in_use": chosen is not None and chosen.id == record.id,
+        "source": record.source, "created": _time(record.created), "updated": _time(record.updated),
+    }
+
+
+# Settings
+
+
+async def list_settings(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    return web.json_response({"settings": [_setting(v) for v in live.values.values()]})
+
+
+async def show_setting(request: web.Request) -> web.Response:
+    return web.json_response(_setting(request.app[LIVE].values[_setting_name(request)]))
+
+
+async def set_setting(request: web.Request) -> web.Response:
+    name = _setting_name(request)
+    body = await read_body(request, allowed=("value",), required=("value",))
+    live = request.app[LIVE]
+    if name == "registry.default":
+        try:
+            value = check_address(body["value"].strip())
+        except ApiError as err:
+            raise ApiError(err.code, err.message, field="value") from None
+    else:
+        value = check_whitelist(body["value"])
+    setting = await live.change(lambda: live.settings.set(name, value))
+    answer = _setting(setting)
+    policy = live.policy
+    if not policy.allows(policy.default_registry):
+        answer["warnings"] = [f"the default registry {policy.default_registry} is not in registry.whitelist: "
+                              "unprefixed pulls will now fail"]
+    return web.json_response(answer)
+
+
+def _setting_name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if name not in DEFAULTS:
+        raise ApiError(ApiErrorCode.NOT_FOUND, f"no setting {name[:60]!r}; settings: {', '.join(DEFAULTS)}",
+                       field="name")
+    return name
+
+
+def _setting(value: SettingValue) -> dict[str, Any]:
+    return {"name": value.name, "value": value.value, "source": value.source,
+            "updated": None if value.updated is None else _time(value.updated)}
+
+
+def _time(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

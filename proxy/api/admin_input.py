@@ -1,0 +1,89 @@
+"""Validate admin API request bodies; every error names its field."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from proxy.errors import ApiError, ApiErrorCode
+from proxy.reference import InvalidReference, parse_address
+
+__all__ = ["check_address", "check_email", "check_password", "check_username", "check_whitelist", "read_body"]
+
+MAX_BODY = 64 * 1024
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+async def read_body(request: web.Request, *, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, str]:
+    """A JSON object with string values, only ``allowed`` keys, all ``required`` present."""
+    if request.content_type != "application/json":
+        raise ApiError(ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(ApiErrorCode.INVALID, f"body is larger than {MAX_BODY} bytes")
+    try:
+        body: Any = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(ApiErrorCode.INVALID, f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(ApiErrorCode.INVALID, "body must be a JSON object")
+    for key, value in body.items():
+        if key not in allowed:
+            raise ApiError(ApiErrorCode.INVALID, f"unknown field {key!r}; allowed: {', '.join(allowed)}", field=key)
+        if not isinstance(value, str):
+            raise ApiError(ApiErrorCode.INVALID, f"{key} must be a string, not {_json_type(value)}", field=key)
+    for key in required:
+        if key not in body:
+            raise ApiError(ApiErrorCode.INVALID, f"{key} is required", field=key)
+    return body
+
+
+def check_address(value: str) -> str:
+    try:
+        return parse_address(value)
+    except InvalidReference as exc:
+        raise ApiError(ApiErrorCode.INVALID, str(exc), field="address") from None
+
+
+def check_email(value: str) -> str:
+    if value and not _EMAIL.fullmatch(value) or len(value) > 254:
+        raise ApiError(ApiErrorCode.INVALID, "email must look like name@example.com, or be empty", field="email")
+    return value
+
+
+def check_username(value: str) -> str:
+    if not value:
+        raise ApiError(ApiErrorCode.INVALID, "username must not be empty", field="username")
+    if len(value) > 255 or ":" in value or _CONTROL.search(value):
+        # A colon would split differently in HTTP Basic credentials.
+        raise ApiError(ApiErrorCode.INVALID, "username must be at most 255 characters, without ':' or control "
+                       "characters", field="username")
+    return value
+
+
+def check_password(value: str) -> str:
+    if not value:
+        raise ApiError(ApiErrorCode.INVALID, "password must not be empty", field="password")
+    if len(value) > 16384 or "\x00" in value:
+        raise ApiError(ApiErrorCode.INVALID, "password must be at most 16384 characters, without NUL",
+                       field="password")
+    return value
+
+
+def check_whitelist(value: str) -> str:
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    for entry in entries:
+        try:
+            parse_address(entry)
+        except InvalidReference as exc:
+            raise ApiError(ApiErrorCode.INVALID, f"whitelist entry {entry!r}: {exc}", field="value") from None
+    return ", ".join(entries)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)

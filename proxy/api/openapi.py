@@ -1,0 +1,113 @@
+"""The admin API's OpenAPI 3.1 document, served at /api/v1/openapi.json.
+
+A test compares these paths and methods with the routes the app registers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["OPENAPI"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {status: _json(_ref("Error"), text) for status, text in (
+    ("400", "invalid input; `field` names the culprit"), ("401", "missing or wrong admin token"),
+    ("404", "no such credential or setting"), ("409", "managed by the config file"),
+    ("415", "body is not application/json"))}
+_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_NAME = [{"name": "name", "in": "path", "required": True,
+          "schema": {"type": "string", "enum": ["registry.default", "registry.whitelist"]}}]
+_STRING = {"type": "string"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "registry-proxy admin API", "version": "1"},
+    "security": [{"adminToken": []}],
+    "paths": {
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "responses": {"200": {"description": "OpenAPI document"}}}},
+        "/api/v1/registries": {
+            "get": {"summary": "List registry credentials",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "registries": {"type": "array", "items": _ref("Registry")}}}, "all credentials"),
+                        "401": _ERRORS["401"]}},
+            "post": {"summary": "Add a credential; the newest active one per address is used",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewRegistry")}}},
+                     "responses": {"201": _json(_ref("Registry"), "created"), "400": _ERRORS["400"],
+                                   "401": _ERRORS["401"], "415": _ERRORS["415"]}},
+        },
+        "/api/v1/registries/{id}": {
+            "parameters": _ID,
+            "get": {"summary": "Show a credential", "responses": {"200": _json(_ref("Registry"), "the credential"),
+                                                                  "401": _ERRORS["401"], "404": _ERRORS["404"]}},
+            "patch": {"summary": "Edit email, username and password (the password is always required)",
+                      "requestBody": {"required": True,
+                                      "content": {"application/json": {"schema": _ref("RegistryEdit")}}},
+                      "responses": {"200": _json(_ref("Registry"), "updated"), **_ERRORS}},
+            "delete": {"summary": "Delete a credential and its secret",
+                       "responses": {"204": {"description": "deleted"}, "401": _ERRORS["401"],
+                                     "404": _ERRORS["404"], "409": _ERRORS["409"]}},
+        },
+        "/api/v1/registries/{id}/activate": {
+            "parameters": _ID,
+            "post": {"summary": "Use this credential again", "responses": {
+                "200": _json(_ref("Registry"), "activated"), "401": _ERRORS["401"], "404": _ERRORS["404"],
+                "409": _ERRORS["409"]}},
+        },
+        "/api/v1/registries/{id}/deactivate": {
+            "parameters": _ID,
+            "post": {"summary": "Stop using this credential at once", "responses": {
+                "200": _json(_ref("Registry"), "deactivated"), "401": _ERRORS["401"], "404": _ERRORS["404"],
+                "409": _ERRORS["409"]}},
+        },
+        "/api/v1/settings": {
+            "get": {"summary": "List settings", "responses": {"200": _json({"type": "object", "properties": {
+                "settings": {"type": "array", "items": _ref("Setting")}}}, "all settings"), "401": _ERRORS["401"]}},
+        },
+        "/api/v1/settings/{name}": {
+            "parameters": _NAME,
+            "get": {"summary": "Show a setting", "responses": {"200": _json(_ref("Setting"), "the setting"),
+                                                               "401": _ERRORS["401"], "404": _ERRORS["404"]}},
+            "put": {"summary": "Change a setting; applies to the next pull",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "additionalProperties": False, "required": ["value"],
+                        "properties": {"value": _STRING}}}}},
+                    "responses": {"200": _json(_ref("Setting"), "changed"), "400": _ERRORS["400"],
+                                  "401": _ERRORS["401"], "404": _ERRORS["404"], "415": _ERRORS["415"]}},
+        },
+    },
+    "components": {
+        "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Registry": {"type": "object", "properties": {
+                "id": {"type": "integer"}, "address": _STRING, "email": _STRING, "username": _STRING,
+                "state": {"enum": ["active", "inactive"]}, "in_use": {"type": "boolean"},
+                "source": {"enum": ["api", "config"]},
+                "created": {"type": "string", "format": "date-time"},
+                "updated": {"type": "string", "format": "date-time"}}},
+            "NewRegistry": {"type": "object", "additionalProperties": False,
+                            "required": ["address", "username", "password"],
+                            "properties": {"address": {**_STRING, "description": "host[:port], no scheme"},
+                                           "email": _STRING, "username": _STRING,
+                                           "password": {**_STRING, "writeOnly": True}}},
+            "RegistryEdit": {"type": "object", "additionalProperties": False, "required": ["password"],
+                             "properties": {"email": _STRING, "username": _STRING,
+                                            "password": {**_STRING, "writeOnly": True},
+                                            "address": {**_STRING, "description": "must equal the current one"}}},
+            "Setting": {"type": "object", "properties": {
+                "name": _STRING, "value": _STRING, "source": {"enum": ["default", "config", "api"]},
+                "updated": {"type": ["string", "null"], "format": "date-time"},
+                "warnings": {"type": "array", "items": _STRING}}},
+            "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
+                "code": _STRING, "message": _STRING, "field": {"type": ["string", "null"]}}}}},
+        },
+    },
+}

@@ -1,0 +1,1 @@
+"""Durable state: registry credentials and settings, in SQLite, secrets encrypted."""

@@ -1,0 +1,116 @@
+"""One SQLite database, used from one worker thread, migrated at open.
+
+Every write commits (``synchronous=FULL``) before the awaiting caller resumes,
+so anything the admin API acknowledged survives a crash or a kill -9.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+__all__ = ["Database", "MIGRATIONS"]
+
+T = TypeVar("T")
+
+# Append only: each entry moves the schema from version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE registries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        address TEXT NOT NULL,
+        email TEXT NOT NULL DEFAULT '',
+        username TEXT NOT NULL DEFAULT '',
+        secret BLOB,
+        active INTEGER NOT NULL DEFAULT 1,
+        source TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX registries_address ON registries (address);
+    CREATE TABLE settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        source TEXT NOT NULL,
+        updated REAL NOT NULL
+    );
+    """,
+)
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # One thread owns the connection: SQLite serialises writers anyway,
+        # and the event loop never blocks on a commit.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await self.run(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # Deleted secrets are overwritten on disk, not just unlinked from the b-tree.
+        conn.execute("PRAGMA secure_delete=ON")
+        self._conn = conn
+        self._migrate(conn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"the store at schema version {version} is newer than this registry-proxy")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def run(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one transaction; committed when this returns."""
+
+        def run() -> T:
+            conn = self.connection
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        return await self.run(run)
+
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.run(lambda: work(self.connection))
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.run(self._conn.close)
+            self._conn = None
+        self._executor.shutdown(wait=True)

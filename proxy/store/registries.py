@@ -1,0 +1,152 @@
+"""Registry credentials: several per address, the newest active one in use."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proxy.settings import RegistryConfig
+from proxy.store.crypto import SecretBox
+from proxy.store.db import Database
+
+__all__ = ["ManagedByConfig", "NotFound", "RegistryRecord", "RegistryStore", "in_use"]
+
+
+class NotFound(Exception):
+    pass
+
+
+class ManagedByConfig(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RegistryRecord:
+    id: int
+    address: str
+    email: str
+    username: str
+    active: bool
+    source: str  # "api" or "config"
+    created: float
+    updated: float
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> str:
+        return "active" if self.active else "inactive"
+
+
+def in_use(records: list[RegistryRecord]) -> dict[str, RegistryRecord]:
+    """The credential pulls use for each address: the most recently added active one."""
+    chosen: dict[str, RegistryRecord] = {}
+    for record in sorted(records, key=lambda r: (r.created, r.id)):
+        if record.active:
+            chosen[record.address] = record
+    return chosen
+
+
+class RegistryStore:
+    def __init__(self, db: Database, box: SecretBox) -> None:
+        self._db = db
+        self._box = box
+
+    async def all(self) -> list[RegistryRecord]:
+        rows = await self._db.read(lambda c: c.execute("SELECT * FROM registries ORDER BY id").fetchall())
+        return [self._record(row) for row in rows]
+
+    async def get(self, record_id: int) -> RegistryRecord:
+        return self._record(await self._db.read(lambda c: self._row(c, record_id)))
+
+    async def add(self, *, address: str, email: str, username: str, password: str,
+                  source: str = "api") -> RegistryRecord:
+        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+            now = time.time()
+            cursor = conn.execute(
+                "INSERT INTO registries (address, email, username, active, source, created, updated)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?)", (address, email, username, source, now, now))
+            record_id = int(cursor.lastrowid or 0)
+            self._set_secret(conn, record_id, password)
+            return self._row(conn, record_id)
+
+        return self._record(await self._db.transaction(insert))
+
+    async def update(self, record_id: int, *, email: str, username: str, password: str) -> RegistryRecord:
+        def change(conn: sqlite3.Connection) -> sqlite3.Row:
+            self._editable(conn, record_id)
+            conn.execute("UPDATE registries SET email = ?, username = ?, updated = ? WHERE id = ?",
+                         (email, username, time.time(), record_id))
+            self._set_secret(conn, record_id, password)
+            return self._row(conn, record_id)
+
+        return self._record(await self._db.transaction(change))
+
+    async def set_active(self, record_id: int, active: bool) -> RegistryRecord:
+        def change(conn: sqlite3.Connection) -> sqlite3.Row:
+            self._editable(conn, record_id)
+            conn.execute("UPDATE registries SET active = ?, updated = ? WHERE id = ?",
+                         (int(active), time.time(), record_id))
+            return self._row(conn, record_id)
+
+        return self._record(await self._db.transaction(change))
+
+    async def delete(self, record_id: int) -> RegistryRecord:
+        def remove(conn: sqlite3.Connection) -> sqlite3.Row:
+            row = self._editable(conn, record_id)
+            conn.execute("DELETE FROM registries WHERE id = ?", (record_id,))
+            return row
+
+        return self._record(await self._db.transaction(remove), decrypt=False)
+
+    async def sync_config(self, configs: Mapping[str, RegistryConfig]) -> None:
+        """Make the config file's credentials the store's ``source: config`` rows."""
+        wanted = {a: c for a, c in configs.items() if c.username is not None and c.password is not None}
+
+        def sync(conn: sqlite3.Connection) -> None:
+            rows = conn.execute("SELECT * FROM registries WHERE source = 'config'").fetchall()
+            existing = {row["address"]: row for row in rows}
+            now = time.time()
+            for address, row in existing.items():
+                if address not in wanted:
+                    conn.execute("DELETE FROM registries WHERE id = ?", (row["id"],))
+            for address, config in wanted.items():
+                row = existing.get(address)
+                if row is None:
+                    cursor = conn.execute(
+                        "INSERT INTO registries (address, email, username, active, source, created, updated)"
+                        " VALUES (?, ?, ?, 1, 'config', ?, ?)", (address, config.email or "", config.username, now, now))
+                    record_id = int(cursor.lastrowid or 0)
+                else:
+                    record_id = row["id"]
+                    conn.execute("UPDATE registries SET email = ?, username = ?, active = 1, updated = ? WHERE id = ?",
+                                 (config.email or "", config.username, now, record_id))
+                self._set_secret(conn, record_id, config.password or "")
+
+        await self._db.transaction(sync)
+
+    def _set_secret(self, conn: sqlite3.Connection, record_id: int, password: str) -> None:
+        sealed = self._box.seal(password, f"registries:{record_id}")
+        conn.execute("UPDATE registries SET secret = ? WHERE id = ?", (sealed, record_id))
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, record_id: int) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM registries WHERE id = ?", (record_id,)).fetchone()
+        if row is None:
+            raise NotFound(record_id)
+        return row  # type: ignore[no-any-return]
+
+    def _editable(self, conn: sqlite3.Connection, record_id: int) -> sqlite3.Row:
+        row = self._row(conn, record_id)
+        if row["source"] == "config":
+            raise ManagedByConfig(record_id)
+        return row
+
+    def _record(self, row: sqlite3.Row, *, decrypt: bool = True) -> RegistryRecord:
+        password = None
+        if decrypt and row["secret"] is not None:
+            password = self._box.open(row["secret"], f"registries:{row['id']}")
+        return RegistryRecord(id=row["id"], address=row["address"], email=row["email"], username=row["username"],
+                              active=bool(row["active"]), source=row["source"], created=row["created"],
+                              updated=row["updated"], password=password)

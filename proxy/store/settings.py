@@ -1,0 +1,65 @@
+"""Run-time settings (registry.default, registry.whitelist) with where each value came from.
+
+Precedence: a value set through the API stays until changed through the API;
+otherwise the config file's value applies at start; otherwise the default.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from proxy.store.db import Database
+
+__all__ = ["DEFAULTS", "SettingValue", "SettingsStore"]
+
+DEFAULTS = {"registry.default": "docker.io", "registry.whitelist": ""}
+
+
+@dataclass(frozen=True)
+class SettingValue:
+    name: str
+    value: str
+    source: str  # "default", "config" or "api"
+    updated: float | None = None
+
+
+class SettingsStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def all(self) -> dict[str, SettingValue]:
+        rows = await self._db.read(lambda c: c.execute("SELECT * FROM settings").fetchall())
+        values = {name: SettingValue(name, value, "default") for name, value in DEFAULTS.items()}
+        for row in rows:
+            if row["name"] in values:
+                values[row["name"]] = SettingValue(row["name"], row["value"], row["source"], row["updated"])
+        return values
+
+    async def set(self, name: str, value: str) -> SettingValue:
+        now = time.time()
+        await self._db.transaction(lambda c: c.execute(
+            "INSERT INTO settings (name, value, source, updated) VALUES (?, ?, 'api', ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value, source = 'api', updated = excluded.updated",
+            (name, value, now)))
+        return SettingValue(name, value, "api", now)
+
+    async def seed(self, config_values: dict[str, str | None]) -> None:
+        """Apply the config file's values unless the API changed the setting since."""
+
+        def seed(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            for name, value in config_values.items():
+                row = conn.execute("SELECT source FROM settings WHERE name = ?", (name,)).fetchone()
+                if row is not None and row["source"] == "api":
+                    continue
+                if value is None:
+                    conn.execute("DELETE FROM settings WHERE name = ?", (name,))
+                else:
+                    conn.execute(
+                        "INSERT INTO settings (name, value, source, updated) VALUES (?, ?, 'config', ?)"
+                        " ON CONFLICT (name) DO UPDATE SET value = excluded.value, source = 'config',"
+                        " updated = excluded.updated", (name, value, now))
+
+        await self._db.transaction(seed)
