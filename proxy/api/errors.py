@@ -28,6 +28,8 @@ def render(request: web.Request, err: RegistryError) -> web.Response:
 
 @web.middleware
 async def registry_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not _is_registry_path(request.path):
+        return await handler(request)
     try:
         return await handler(request)
     except RegistryError as err:
@@ -40,5 +42,9 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
-    if request.path == "/v2" or request.path.startswith("/v2/"):
+    if _is_registry_path(request.path):
         response.headers[API_VERSION[0]] = API_VERSION[1]
+
+
+def _is_registry_path(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")

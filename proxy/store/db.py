@@ -100,6 +100,9 @@ class Database:
 
         return await self.run(run)
 
+    async def checkpoint(self) -> None:
+        await self.run(lambda: self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+
     async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self.run(lambda: work(self.connection))
 

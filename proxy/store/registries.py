@@ -98,7 +98,11 @@ class RegistryStore:
             conn.execute("DELETE FROM registries WHERE id = ?", (record_id,))
             return row
 
-        return self._record(await self._db.transaction(remove), decrypt=False)
+        row = await self._db.transaction(remove)
+        # secure_delete zeroes the page, but the WAL still holds older copies
+        # of it until a checkpoint: fold them away so the secret is gone.
+        await self._db.checkpoint()
+        return self._record(row, decrypt=False)
 
     async def sync_config(self, configs: Mapping[str, RegistryConfig]) -> None:
         """Make the config file's credentials the store's ``source: config`` rows."""

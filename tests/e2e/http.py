@@ -30,12 +30,13 @@ class Reply:
         return str(self.json()["errors"][0]["message"])
 
 
-def call(host: str, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 60) -> Reply:
+def call(host: str, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 60,
+         body: bytes | None = None) -> Reply:
     """One request with the path sent exactly as given (no normalisation)."""
     address, _, port = host.rpartition(":")
     conn = http.client.HTTPConnection(address, int(port), timeout=timeout)
     try:
-        conn.request(method, path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         body = resp.read()
         return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, body)
