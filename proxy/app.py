@@ -23,11 +23,13 @@ from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.pools import open_pools
+from proxy.upstream.tls import TlsContexts
 from proxy.store.crypto import SecretBox, load_key
 from proxy.store.db import Database
 from proxy.store.live import LiveState
 from proxy.store.registries import RegistryStore
 from proxy.store.settings import DEFAULTS, SettingsStore
+from proxy.store.upstreams import UpstreamStore
 
 __all__ = ["create_app"]
 
@@ -51,7 +53,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await db.open()
     try:
         box = SecretBox(await asyncio.to_thread(load_key, settings.key_file, os.environ))
-        live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db), configs=settings.registries)
+        live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db),
+                         upstreams=UpstreamStore(db, box), configs=settings.registries)
         await live.registries.sync_config(settings.registries)
         await live.settings.seed({name: settings.file_settings.get(name) for name in DEFAULTS})
         await live.reload()
@@ -72,7 +75,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(store.load)
     index = RepositoryIndex(layout)
     pools = open_pools()
-    upstream = UpstreamClient(pools=pools, registries=live)
+    upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"))
     app[SERVICES] = Services(
         router=Router(lambda: live.policy),
         upstream=upstream,

@@ -1,4 +1,4 @@
-"""Command line: ``registry-proxy serve``."""
+"""Command line: ``registry-proxy serve``, and the admin commands from ``proxy.cli_admin``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
 from proxy import __version__
-from proxy.app import create_app
+from proxy.cli_admin import ADMIN_COMMANDS, add_admin_parsers, run_admin
+from proxy.servertls import CertReloader
 from proxy.settings import Settings, SettingsError, load_settings
 from proxy.store.crypto import SecretError
 
@@ -26,6 +28,8 @@ log = logging.getLogger("proxy")
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in ADMIN_COMMANDS:
+        return run_admin(args)
     if args.command != "serve":
         parser.print_help()
         return 2
@@ -64,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
     serve.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--data-dir", help="where state and cache live (default ./data)")
+    add_admin_parsers(sub)
     return parser
 
 
@@ -71,15 +76,31 @@ async def _serve(settings: Settings) -> None:
     # Bind before the app starts, so a taken port fails before anything is
     # created in the data directory.
     sock = _bind(settings)
+    reloader = None
+    if settings.tls is not None:
+        try:
+            reloader = CertReloader(settings.tls.cert_file, settings.tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise SettingsError(f"Config 'tls.cert_file' has value '{settings.tls.cert_file}'. "
+                                f"Cannot load it with tls.key_file: {exc}") from None
+    # Imported here so the admin commands start without loading the server.
+    from proxy.app import create_app
+
     runner = web.AppRunner(create_app(settings), handle_signals=False)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
-    log.info("registry-proxy %s listening on http://%s (data in %s, default registry %s)",
-             __version__, settings.listen, settings.data_dir, settings.default_registry)
+    await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
+    log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__,
+             "https" if reloader else "http", settings.listen, settings.data_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = None
+    if reloader is not None and settings.tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
+        watcher = asyncio.create_task(reloader.watch(settings.tls.reload_interval))
     await stop.wait()
     log.info("shutting down")
+    if watcher is not None:
+        watcher.cancel()
     await runner.cleanup()

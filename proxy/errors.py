@@ -109,6 +109,7 @@ class ApiErrorCode(enum.Enum):
     CONFLICT = ("conflict", 409)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     INTERNAL = ("internal", 500)
+    UPSTREAM_FAILED = ("upstream_failed", 502)
 
     def __init__(self, wire: str, status: int) -> None:
         self.wire = wire

@@ -17,20 +17,23 @@ from typing import Any
 import yaml
 
 from proxy.reference import DOCKER_HUB, InvalidReference, parse_address
+from proxy.upstream.certs import check_client_pair, parse_bundle
 
-__all__ = ["CacheSettings", "RegistryConfig", "Settings", "SettingsError", "load_settings"]
+__all__ = ["CacheSettings", "RegistryConfig", "ServerTls", "Settings", "SettingsError", "load_settings"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
                "tb": 1000**4, "tib": 1024**4}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log", "admin", "secrets")
+_TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log", "admin", "secrets", "tls")
 _SETTING_NAMES = ("registry.default", "registry.whitelist")
 _CACHE_KEYS = ("max_size", "tag_ttl", "max_stale", "max_manifest_size")
-_REGISTRY_KEYS = ("address", "endpoint", "username", "password", "password_file", "email", "insecure")
+_REGISTRY_KEYS = ("address", "endpoint", "username", "password", "password_file", "email", "insecure",
+                  "ca_cert", "client_cert", "client_key")
 _LOG_KEYS = ("level",)
 _ADMIN_KEYS = ("token_file",)
 _SECRETS_KEYS = ("key_file",)
+_TLS_KEYS = ("cert_file", "key_file", "reload_interval")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -46,6 +49,15 @@ class RegistryConfig:
     password: str | None = field(default=None, repr=False)
     email: str | None = None
     insecure: bool = False
+    # PEM contents, read from the files the config names.
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = field(default=None, repr=False)
+
+    @property
+    def sets_upstream(self) -> bool:
+        """Whether the file decides how to reach this registry (endpoint or TLS)."""
+        return bool(self.endpoint or self.insecure or self.ca_cert or self.client_cert)
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,13 @@ class CacheSettings:
     tag_ttl: float = 300.0
     max_stale: float = 7 * 86400.0
     max_manifest_size: int = 4 * 1024**2
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    cert_file: Path
+    key_file: Path
+    reload_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +89,7 @@ class Settings:
     file_settings: Mapping[str, str] = field(default_factory=dict)
     admin_token_file: Path | None = None
     secret_key_file: Path | None = None
+    tls: ServerTls | None = None
 
     @property
     def key_file(self) -> Path:
@@ -147,6 +167,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
     _check_keys("admin.", admin, _ADMIN_KEYS)
     secrets = _mapping("secrets", raw.get("secrets", {}))
     _check_keys("secrets.", secrets, _SECRETS_KEYS)
+    tls = _server_tls(_mapping("tls", raw.get("tls", {})), base)
     log = _mapping("log", raw.get("log", {}))
     _check_keys("log.", log, _LOG_KEYS)
     log_level = _string("log.level", log.get("level", "info")).lower()
@@ -164,6 +185,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         file_settings=file_settings,
         admin_token_file=_path(base, "admin.token_file", admin.get("token_file")),
         secret_key_file=_path(base, "secrets.key_file", secrets.get("key_file")),
+        tls=tls,
     )
 
 
@@ -199,6 +221,10 @@ def _registries(raw: Any, base: Path) -> dict[str, RegistryConfig]:
             if password is not None:
                 raise SettingsError(f"Config '{key}' sets both password and password_file. Keep one.")
             password = _read_secret(f"{key}.password_file", base / _string(f"{key}.password_file", entry["password_file"]))
+        ca_cert = _pem_file(base, f"{key}.ca_cert", entry.get("ca_cert"))
+        client_cert = _pem_file(base, f"{key}.client_cert", entry.get("client_cert"))
+        client_key = _pem_file(base, f"{key}.client_key", entry.get("client_key"))
+        _check_tls(key, ca_cert, client_cert, client_key)
         endpoint = _optional_string(f"{key}.endpoint", entry.get("endpoint"))
         if endpoint is not None:
             endpoint = _endpoint(f"{key}.endpoint", endpoint)
@@ -211,6 +237,9 @@ def _registries(raw: Any, base: Path) -> dict[str, RegistryConfig]:
             password=password,
             email=_optional_string(f"{key}.email", entry.get("email")),
             insecure=_bool(f"{key}.insecure", entry.get("insecure", False)),
+            ca_cert=ca_cert,
+            client_cert=client_cert,
+            client_key=client_key,
         )
     return out
 
@@ -246,8 +275,46 @@ def _endpoint(key: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _server_tls(raw: Mapping[str, Any], base: Path) -> ServerTls | None:
+    _check_keys("tls.", raw, _TLS_KEYS)
+    cert, key = raw.get("cert_file"), raw.get("key_file")
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        missing = "tls.cert_file" if cert is None else "tls.key_file"
+        raise SettingsError(f"Config '{missing}' is missing. HTTPS needs both tls.cert_file and tls.key_file.")
+    tls = ServerTls(base / _string("tls.cert_file", cert), base / _string("tls.key_file", key),
+                    _duration("tls.reload_interval", raw.get("reload_interval", 30)))
+    for name, path in (("tls.cert_file", tls.cert_file), ("tls.key_file", tls.key_file)):
+        if not path.is_file():
+            raise SettingsError(f"Config '{name}' has value '{path}'. No such file.")
+    return tls
+
+
 def _path(base: Path, key: str, value: Any) -> Path | None:
     return None if value is None else base / _string(key, value)
+
+
+def _pem_file(base: Path, key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    path = base / _string(key, value)
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"Config '{key}' has value '{value}'. Cannot read it: {exc}.") from None
+
+
+def _check_tls(key: str, ca_cert: str | None, client_cert: str | None, client_key: str | None) -> None:
+    if (client_cert is None) != (client_key is None):
+        raise SettingsError(f"Config '{key}' sets only one of client_cert and client_key. Set both.")
+    try:
+        if ca_cert is not None:
+            parse_bundle(ca_cert)
+        if client_cert is not None and client_key is not None:
+            check_client_pair(client_cert, client_key)
+    except ValueError as exc:
+        raise SettingsError(f"Config '{key}' has unusable TLS files: {exc}.") from None
 
 
 def _read_secret(key: str, path: Path) -> str:

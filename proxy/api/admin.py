@@ -7,6 +7,7 @@ before the answer, and applies to the next pull.
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp.typedefs import Handler
 
 from proxy.api.admin_input import (check_address, check_email, check_password, check_username, check_whitelist,
                                    read_body)
+from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.openapi import OPENAPI
 from proxy.api.state import ADMIN_TOKEN, LIVE
 from proxy.errors import ApiError, ApiErrorCode
@@ -25,6 +27,8 @@ from proxy.store.settings import DEFAULTS, SettingValue
 __all__ = ["admin_errors", "setup_admin_routes"]
 
 PREFIX = "/api/v1"
+
+log = logging.getLogger(__name__)
 
 
 def setup_admin_routes(app: web.Application) -> None:
@@ -40,6 +44,7 @@ def setup_admin_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/settings", list_settings)
     r.add_get(f"{PREFIX}/settings/{{name}}", show_setting)
     r.add_put(f"{PREFIX}/settings/{{name}}", set_setting)
+    setup_upstream_routes(app, PREFIX)
 
 
 @web.middleware
@@ -56,6 +61,11 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return _render(ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}"))
     except web.HTTPNotFound:
         return _render(ApiError(ApiErrorCode.NOT_FOUND, f"no such API path: {request.path}"))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return _render(ApiError(ApiErrorCode.INTERNAL, "internal error; see the proxy's log"))
 
 
 def _render(err: ApiError) -> web.Response:

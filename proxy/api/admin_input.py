@@ -18,8 +18,12 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-async def read_body(request: web.Request, *, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict[str, str]:
-    """A JSON object with string values, only ``allowed`` keys, all ``required`` present."""
+async def read_body(request: web.Request, *, allowed: tuple[str, ...], required: tuple[str, ...],
+                    types: dict[str, tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """A JSON object with only ``allowed`` keys, all ``required`` present.
+
+    Values are strings unless ``types`` says otherwise for a key.
+    """
     if request.content_type != "application/json":
         raise ApiError(ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     raw = await request.content.read(MAX_BODY + 1)
@@ -34,8 +38,10 @@ async def read_body(request: web.Request, *, allowed: tuple[str, ...], required:
     for key, value in body.items():
         if key not in allowed:
             raise ApiError(ApiErrorCode.INVALID, f"unknown field {key!r}; allowed: {', '.join(allowed)}", field=key)
-        if not isinstance(value, str):
-            raise ApiError(ApiErrorCode.INVALID, f"{key} must be a string, not {_json_type(value)}", field=key)
+        expected = (types or {}).get(key, (str,))
+        if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+            names = " or ".join(_JSON_NAMES[t] for t in expected)
+            raise ApiError(ApiErrorCode.INVALID, f"{key} must be {names}, not {_json_type(value)}", field=key)
     for key in required:
         if key not in body:
             raise ApiError(ApiErrorCode.INVALID, f"{key} is required", field=key)
@@ -50,7 +56,7 @@ def check_address(value: str) -> str:
 
 
 def check_email(value: str) -> str:
-    if value and not _EMAIL.fullmatch(value) or len(value) > 254:
+    if value and not _EMAIL.fullmatch(value) or len(value) > 254 or _CONTROL.search(value):
         raise ApiError(ApiErrorCode.INVALID, "email must look like name@example.com, or be empty", field="email")
     return value
 
@@ -82,6 +88,9 @@ def check_whitelist(value: str) -> str:
         except InvalidReference as exc:
             raise ApiError(ApiErrorCode.INVALID, f"whitelist entry {entry!r}: {exc}", field="value") from None
     return ", ".join(entries)
+
+
+_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null"}
 
 
 def _json_type(value: Any) -> str:

@@ -26,6 +26,9 @@ _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "intege
 _NAME = [{"name": "name", "in": "path", "required": True,
           "schema": {"type": "string", "enum": ["registry.default", "registry.whitelist"]}}]
 _STRING = {"type": "string"}
+_NULLABLE = {"type": ["string", "null"]}
+_ADDRESS = [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "registry address, host[:port]"}]
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -83,6 +86,32 @@ OPENAPI: dict[str, Any] = {
                     "responses": {"200": _json(_ref("Setting"), "changed"), "400": _ERRORS["400"],
                                   "401": _ERRORS["401"], "404": _ERRORS["404"], "415": _ERRORS["415"]}},
         },
+        "/api/v1/upstreams": {
+            "get": {"summary": "List how registries are reached (API and config file)", "responses": {
+                "200": _json({"type": "object", "properties": {"upstreams": {"type": "array",
+                                                                             "items": _ref("Upstream")}}},
+                             "all upstream settings"), "401": _ERRORS["401"]}},
+        },
+        "/api/v1/upstreams/{address}": {
+            "parameters": _ADDRESS,
+            "get": {"summary": "Show how a registry is reached", "responses": {
+                "200": _json(_ref("Upstream"), "the upstream"), "400": _ERRORS["400"], "401": _ERRORS["401"]}},
+            "patch": {"summary": "Set endpoint, insecure, ca_cert or the client certificate; null clears a field",
+                      "requestBody": {"required": True,
+                                      "content": {"application/json": {"schema": _ref("UpstreamChange")}}},
+                      "responses": {"200": _json(_ref("Upstream"), "changed"), **_ERRORS}},
+            "delete": {"summary": "Forget what the API set for this registry", "responses": {
+                "204": {"description": "deleted"}, "401": _ERRORS["401"], "404": _ERRORS["404"],
+                "409": _ERRORS["409"]}},
+        },
+        "/api/v1/upstreams/{address}/certificates": {
+            "parameters": _ADDRESS,
+            "get": {"summary": "Connect and return the chain the registry presents, unverified", "responses": {
+                "200": _json({"type": "object", "properties": {
+                    "address": _STRING, "endpoint": _STRING,
+                    "certificates": {"type": "array", "items": _ref("Certificate")}}}, "presented chain"),
+                "400": _ERRORS["400"], "401": _ERRORS["401"], "502": _json(_ref("Error"), "cannot connect")}},
+        },
     },
     "components": {
         "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
@@ -106,6 +135,16 @@ OPENAPI: dict[str, Any] = {
                 "name": _STRING, "value": _STRING, "source": {"enum": ["default", "config", "api"]},
                 "updated": {"type": ["string", "null"], "format": "date-time"},
                 "warnings": {"type": "array", "items": _STRING}}},
+            "Upstream": {"type": "object", "properties": {
+                "address": _STRING, "endpoint": _STRING, "insecure": {"type": "boolean"}, "ca_cert": _NULLABLE,
+                "ca_certificates": {"type": "array", "items": _ref("Certificate")}, "client_cert": _NULLABLE,
+                "client_key_set": {"type": "boolean"}, "source": {"enum": ["default", "config", "api"]}}},
+            "UpstreamChange": {"type": "object", "additionalProperties": False, "properties": {
+                "endpoint": _NULLABLE, "insecure": {"type": "boolean"}, "ca_cert": _NULLABLE,
+                "client_cert": _NULLABLE, "client_key": {**_NULLABLE, "writeOnly": True}}},
+            "Certificate": {"type": "object", "properties": {
+                "subject": _STRING, "issuer": _STRING, "not_before": _STRING, "not_after": _STRING,
+                "sha256": _STRING, "is_ca": {"type": "boolean"}, "pem": _STRING}},
             "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                 "code": _STRING, "message": _STRING, "field": {"type": ["string", "null"]}}}}},
         },

@@ -39,6 +39,21 @@ MIGRATIONS: tuple[str, ...] = (
         updated REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE upstreams (
+        address TEXT PRIMARY KEY,
+        endpoint TEXT,
+        insecure INTEGER NOT NULL DEFAULT 0,
+        ca_cert TEXT,
+        client_cert TEXT,
+        client_key BLOB,
+        updated REAL NOT NULL
+    );
+    """,
+    """
+    ALTER TABLE registries ADD COLUMN kind TEXT NOT NULL DEFAULT 'basic';
+    ALTER TABLE registries ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 
 

@@ -10,12 +10,18 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.routing import RoutingPolicy
 from proxy.reference import DOCKER_HUB, parse_address
 from proxy.settings import RegistryConfig, parse_whitelist
 from proxy.store.registries import RegistryRecord, RegistryStore, in_use
 from proxy.store.settings import SettingsStore, SettingValue
+from proxy.store.upstreams import UpstreamRecord, UpstreamStore
 from proxy.upstream.registries import DOCKER_HUB_API, Credentials, Endpoint
+from proxy.upstream.minting import MintedCredentials
+from proxy.upstream.providers import MintError
+from proxy.upstream.providers.factory import MINTED_KINDS, build_minter
+from proxy.upstream.tls import TlsOptions
 
 __all__ = ["LiveState"]
 
@@ -25,21 +31,34 @@ T = TypeVar("T")
 class LiveState:
     """Implements the upstream's RegistryDirectory and the router's policy source."""
 
-    def __init__(self, *, registries: RegistryStore, settings: SettingsStore,
+    def __init__(self, *, registries: RegistryStore, settings: SettingsStore, upstreams: UpstreamStore,
                  configs: Mapping[str, RegistryConfig]) -> None:
         self.registries = registries
         self.settings = settings
+        self.upstreams = upstreams
         self._configs = dict(configs)
         self._lock = asyncio.Lock()
         self.records: list[RegistryRecord] = []
         self.in_use: dict[str, RegistryRecord] = {}
         self.values: dict[str, SettingValue] = {}
+        self.upstream_records: dict[str, UpstreamRecord] = {}
         self.policy = RoutingPolicy(DOCKER_HUB)
+        self.minted = MintedCredentials()
 
     async def reload(self) -> None:
         records = await self.registries.all()
         values = await self.settings.all()
+        upstreams = {u.address: u for u in await self.upstreams.all()}
+        for address, config in self._configs.items():
+            if config.sets_upstream:
+                upstreams[address] = UpstreamRecord(address, config.endpoint, config.insecure, config.ca_cert,
+                                                    config.client_cert, config.client_key, source="config")
         self.records, self.in_use, self.values = records, in_use(records), values
+        self.minted.configure({
+            f"cred:{r.id}": (r.address, build_minter(r.kind, r.address, r.password, r.options),
+                             r.options.get("renew_margin"))
+            for r in records if r.kind in MINTED_KINDS})
+        self.upstream_records = upstreams
         default = values["registry.default"].value or DOCKER_HUB
         whitelist = parse_whitelist(values["registry.whitelist"].value, key="registry.whitelist")
         self.policy = RoutingPolicy(parse_address(default), whitelist)
@@ -55,19 +74,47 @@ class LiveState:
     # RegistryDirectory
 
     def endpoint(self, registry: str) -> Endpoint:
-        config = self._configs.get(registry)
         default = DOCKER_HUB_API if registry == DOCKER_HUB else f"https://{registry}"
-        # A registry an operator added credentials for is configured explicitly.
-        configured = config is not None or any(r.address == registry for r in self.records)
-        if config is None:
+        # A registry the operator named in the file or the API is configured explicitly.
+        configured = (registry in self._configs or registry in self.upstream_records
+                      or any(r.address == registry for r in self.records))
+        upstream = self.upstream_records.get(registry)
+        if upstream is None:
             return Endpoint(registry, default, configured=configured)
-        return Endpoint(registry, config.endpoint or default, configured=True, insecure=config.insecure)
+        tls = TlsOptions(upstream.ca_cert, upstream.client_cert, upstream.client_key)
+        return Endpoint(registry, upstream.endpoint or default, configured=True, insecure=upstream.insecure, tls=tls)
 
-    def credentials(self, registry: str) -> Credentials | None:
+    def managed_by_config(self, address: str) -> bool:
+        config = self._configs.get(address)
+        return config is not None and config.sets_upstream
+
+    def credential_id(self, registry: str) -> str:
         record = self.in_use.get(registry)
-        if record is None or record.password is None:
+        return "" if record is None else f"cred:{record.id}"
+
+    async def credentials(self, registry: str) -> Credentials | None:
+        record = self.in_use.get(registry)
+        if record is None:
             return None
-        return Credentials(record.username, record.password, id=f"cred:{record.id}")
+        key = f"cred:{record.id}"
+        if record.kind not in MINTED_KINDS:
+            return None if record.password is None else Credentials(record.username, record.password, id=key)
+        try:
+            minted = await self.minted.get(key)
+        except MintError as exc:
+            raise RegistryError(ErrorCode.UNAUTHORIZED, f"no usable credentials for {registry}: {exc}") from None
+        return Credentials(minted.username, minted.password, id=key, minted=True)
+
+    async def renew_credentials(self, registry: str) -> Credentials | None:
+        record = self.in_use.get(registry)
+        if record is None or record.kind not in MINTED_KINDS:
+            return None
+        key = f"cred:{record.id}"
+        try:
+            minted = await self.minted.renew(key)
+        except MintError:
+            return None
+        return None if minted is None else Credentials(minted.username, minted.password, id=key, minted=True)
 
     def credential_note(self, registry: str) -> str | None:
         if registry not in self.in_use and any(r.address == registry for r in self.records):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.settings import RegistryConfig
 from proxy.store.crypto import SecretBox
@@ -32,7 +34,10 @@ class RegistryRecord:
     source: str  # "api" or "config"
     created: float
     updated: float
+    # The sealed secret: a password, an AWS secret access key or a Google key.
     password: str | None = field(default=None, repr=False)
+    kind: str = "basic"  # "basic", "ecr" or "gcr"
+    options: dict[str, Any] = field(default_factory=dict)  # non-secret, kind-specific
 
     @property
     def state(self) -> str:
@@ -60,24 +65,27 @@ class RegistryStore:
     async def get(self, record_id: int) -> RegistryRecord:
         return self._record(await self._db.read(lambda c: self._row(c, record_id)))
 
-    async def add(self, *, address: str, email: str, username: str, password: str,
-                  source: str = "api") -> RegistryRecord:
+    async def add(self, *, address: str, email: str, username: str, password: str | None,
+                  kind: str = "basic", options: dict[str, Any] | None = None, source: str = "api") -> RegistryRecord:
         def insert(conn: sqlite3.Connection) -> sqlite3.Row:
             now = time.time()
             cursor = conn.execute(
-                "INSERT INTO registries (address, email, username, active, source, created, updated)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?)", (address, email, username, source, now, now))
+                "INSERT INTO registries (address, email, username, active, source, created, updated, kind, options)"
+                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
+                (address, email, username, source, now, now, kind, json.dumps(options or {})))
             record_id = int(cursor.lastrowid or 0)
             self._set_secret(conn, record_id, password)
             return self._row(conn, record_id)
 
         return self._record(await self._db.transaction(insert))
 
-    async def update(self, record_id: int, *, email: str, username: str, password: str) -> RegistryRecord:
+    async def update(self, record_id: int, *, email: str, username: str, password: str | None,
+                     options: dict[str, Any] | None = None) -> RegistryRecord:
         def change(conn: sqlite3.Connection) -> sqlite3.Row:
-            self._editable(conn, record_id)
-            conn.execute("UPDATE registries SET email = ?, username = ?, updated = ? WHERE id = ?",
-                         (email, username, time.time(), record_id))
+            row = self._editable(conn, record_id)
+            conn.execute("UPDATE registries SET email = ?, username = ?, options = ?, updated = ? WHERE id = ?",
+                         (email, username, json.dumps(options if options is not None else json.loads(row["options"])),
+                          time.time(), record_id))
             self._set_secret(conn, record_id, password)
             return self._row(conn, record_id)
 
@@ -130,8 +138,8 @@ class RegistryStore:
 
         await self._db.transaction(sync)
 
-    def _set_secret(self, conn: sqlite3.Connection, record_id: int, password: str) -> None:
-        sealed = self._box.seal(password, f"registries:{record_id}")
+    def _set_secret(self, conn: sqlite3.Connection, record_id: int, password: str | None) -> None:
+        sealed = None if password is None else self._box.seal(password, f"registries:{record_id}")
         conn.execute("UPDATE registries SET secret = ? WHERE id = ?", (sealed, record_id))
 
     @staticmethod
@@ -153,4 +161,5 @@ class RegistryStore:
             password = self._box.open(row["secret"], f"registries:{row['id']}")
         return RegistryRecord(id=row["id"], address=row["address"], email=row["email"], username=row["username"],
                               active=bool(row["active"]), source=row["source"], created=row["created"],
-                              updated=row["updated"], password=password)
+                              updated=row["updated"], password=password, kind=row["kind"],
+                              options=json.loads(row["options"]))

@@ -9,6 +9,7 @@ and raises ``RegistryError`` for anything but a 2xx answer.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,7 @@ from proxy.upstream.failures import connection_error, status_error
 from proxy.upstream.guard import check_literal
 from proxy.upstream.pools import Pools
 from proxy.upstream.registries import Credentials, Endpoint, RegistryDirectory
+from proxy.upstream.tls import TlsContexts
 
 __all__ = ["UpstreamClient"]
 
@@ -33,17 +35,17 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class UpstreamClient:
-    def __init__(self, *, pools: Pools, registries: RegistryDirectory) -> None:
+    def __init__(self, *, pools: Pools, registries: RegistryDirectory, tls: TlsContexts) -> None:
         self.registries = registries
         self._pools = pools
+        self._tls = tls
         self._auth = Authenticator(pools)
         # Registries marked insecure that turned out to speak plain HTTP only.
         self._plain_http: set[str] = set()
 
     def access_key(self, registry: str) -> str:
         """Which access requests to this registry have now: a credential id, or "" for none."""
-        creds = self.registries.credentials(registry)
-        return creds.id if creds is not None else ""
+        return self.registries.credential_id(registry)
 
     @asynccontextmanager
     async def open(
@@ -58,7 +60,7 @@ class UpstreamClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Yield the upstream's 2xx response to ``<endpoint>/v2/<repository>/<path>``."""
         endpoint = self.registries.endpoint(target.registry)
-        creds = self.registries.credentials(target.registry)
+        creds = await self.registries.credentials(target.registry)
         scope = f"repository:{target.repository}:pull"
         sent = dict(headers or {})
         resp = await self._authorized(endpoint, creds, scope, method, f"/v2/{target.repository}/{path}", sent, params)
@@ -77,48 +79,72 @@ class UpstreamClient:
     async def _authorized(self, endpoint: Endpoint, creds: Credentials | None, scope: str, method: str,
                           path: str, headers: dict[str, str],
                           params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
-        for attempt in range(2):
-            auth = await self._auth.authorization(endpoint, creds, scope)
+        """Send, answering at most one challenge and renewing minted credentials at most once."""
+        challenged = renewed = False
+        while True:
+            try:
+                auth = await self._auth.authorization(endpoint, creds, scope)
+            except RegistryError as err:
+                # A token server refusing minted credentials: they may have gone stale.
+                if err.code is not ErrorCode.UNAUTHORIZED or renewed or creds is None or not creds.minted:
+                    raise
+                creds, renewed = await self._renewed(endpoint, creds, scope), True
+                if creds is None:
+                    raise
+                continue
             request_headers = dict(headers)
             if auth:
                 request_headers["Authorization"] = auth
             resp = await self._send(endpoint, method, path, request_headers, params)
-            if resp.status != 401 or attempt == 1:
+            if resp.status != 401:
                 return resp
-            challenges = parse_challenges(resp.headers.get("WWW-Authenticate", ""))
-            if not self._auth.remember(endpoint.registry, challenges):
+            if not self._auth.remember(endpoint.registry, parse_challenges(resp.headers.get("WWW-Authenticate", ""))):
                 return resp
-            if auth and auth.startswith("Bearer "):
+            if not challenged and (auth is None or auth.startswith("Bearer ")):
+                # First contact, or a token that expired early: answer the challenge once.
                 self._auth.forget_token(endpoint, creds, scope)
-            elif auth and creds is not None:
-                # Basic credentials we sent were refused; asking again won't help.
+                challenged = True
+            elif creds is not None and creds.minted and not renewed:
+                renewed_creds = await self._renewed(endpoint, creds, scope)
+                if renewed_creds is None:
+                    return resp
+                creds, renewed = renewed_creds, True
+            else:
+                # Stored credentials were refused; asking again won't help.
                 return resp
             resp.release()
-        raise AssertionError("unreachable")
+
+    async def _renewed(self, endpoint: Endpoint, creds: Credentials, scope: str) -> Credentials | None:
+        self._auth.forget_token(endpoint, creds, scope)
+        return await self.registries.renew_credentials(endpoint.registry)
 
     async def _send(self, endpoint: Endpoint, method: str, path: str, headers: dict[str, str],
                     params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
         base = endpoint.url if endpoint.registry not in self._plain_http else endpoint.plain_http_url
         try:
             return await self._request(endpoint, method, URL((base or endpoint.url) + path, encoded=True),
-                                       headers, params, verify=not endpoint.insecure)
+                                       headers, params, tls=self._registry_ssl(endpoint))
         except RegistryError as err:
             fallback = endpoint.plain_http_url
             if fallback is None or endpoint.registry in self._plain_http or err.code is ErrorCode.DENIED:
                 raise
-            resp = await self._request(endpoint, method, URL(fallback + path, encoded=True), headers, params, verify=False)
+            resp = await self._request(endpoint, method, URL(fallback + path, encoded=True), headers, params,
+                                       tls=False)
             log.info("registry %s is insecure and answers on plain HTTP", endpoint.registry)
             self._plain_http.add(endpoint.registry)
             return resp
 
+    def _registry_ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
+        return False if endpoint.insecure else self._tls.context(endpoint.tls)
+
     async def _request(self, endpoint: Endpoint, method: str, url: URL, headers: Mapping[str, str],
-                       params: Mapping[str, str] | None, *, verify: bool) -> aiohttp.ClientResponse:
+                       params: Mapping[str, str] | None, *, tls: ssl.SSLContext | bool) -> aiohttp.ClientResponse:
         session = self._pools.for_registry(endpoint.configured)
         try:
             if not endpoint.configured:
                 check_literal(url.host or "")
             return await session.request(method, url, headers=headers, params=params, allow_redirects=False,
-                                         ssl=verify)
+                                         ssl=tls)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise connection_error(endpoint, exc) from None
 
@@ -137,7 +163,11 @@ class UpstreamClient:
             if resp.url.scheme == "https" and location.scheme == "http":
                 raise RegistryError(ErrorCode.UNKNOWN,
                                     f"upstream {endpoint.registry} redirected from HTTPS to plain HTTP; refused")
-            resp = await self._request(endpoint, method, location, hop_headers, None, verify=True)
+            # Object storage on another host gets the system roots, not the
+            # registry's private CA or client certificate.
+            same_host = location.host == URL(endpoint.url).host
+            resp = await self._request(endpoint, method, location, hop_headers, None,
+                                       tls=self._registry_ssl(endpoint) if same_host else True)
         if resp.status in _REDIRECTS:
             resp.release()
             raise RegistryError(ErrorCode.UNKNOWN,

@@ -17,6 +17,7 @@ from proxy.errors import ErrorCode, RegistryError
 from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.guard import BlockedAddress
 from proxy.upstream.registries import Endpoint
+from proxy.upstream.tls import describe_tls_failure
 
 __all__ = ["STALE_OK", "connection_error", "status_error"]
 
@@ -40,9 +41,12 @@ def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "reg
             f"{what} {blocked.host} for {endpoint.registry} resolves to the non-public address "
             f"{blocked.address}; only registries configured under `registries:` may be reached there",
         )
-    cert: BaseException | None = _find(exc, ssl.SSLError) or _find(exc, aiohttp.ClientSSLError)
-    if cert is not None:
-        return RegistryError(ErrorCode.UNKNOWN, f"TLS with {what} {endpoint.registry} failed: {_reason(cert)}")
+    tls_error = _find(exc, ssl.SSLError)
+    if tls_error is not None:
+        return RegistryError(ErrorCode.UNKNOWN, describe_tls_failure(endpoint.registry, tls_error))
+    wrapped = _find(exc, aiohttp.ClientSSLError)
+    if wrapped is not None:
+        return RegistryError(ErrorCode.UNKNOWN, f"TLS with {what} {endpoint.registry} failed: {_reason(wrapped)}")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return RegistryError(ErrorCode.UNAVAILABLE, f"{what} {endpoint.registry} ({endpoint.url}) timed out")
     return RegistryError(ErrorCode.UNAVAILABLE,
@@ -82,16 +86,21 @@ async def _read_error(resp: aiohttp.ClientResponse) -> tuple[ErrorCode | None, s
 
 
 def _find(exc: BaseException, kind: type[E]) -> E | None:
-    """Find ``kind`` in the chain aiohttp wraps connection failures in."""
+    """The innermost ``kind`` in the chain aiohttp wraps connection failures in.
+
+    Innermost, because aiohttp's wrappers subclass the ssl errors they wrap
+    without carrying their details (verify_code, reason).
+    """
+    found: E | None = None
     seen: BaseException | None = exc
     for _ in range(6):
         if seen is None:
-            return None
+            break
         if isinstance(seen, kind):
-            return seen
-        nested = getattr(seen, "os_error", None) or getattr(seen, "certificate_error", None)
+            found = seen
+        nested = getattr(seen, "certificate_error", None) or getattr(seen, "os_error", None)
         seen = nested if isinstance(nested, BaseException) else (seen.__cause__ or seen.__context__)
-    return None
+    return found
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from proxy.upstream.tls import TlsOptions
+
 __all__ = ["DOCKER_HUB_API", "Credentials", "Endpoint", "RegistryDirectory"]
 
 DOCKER_HUB_API = "https://registry-1.docker.io"
@@ -16,6 +18,8 @@ class Credentials:
     password: str = field(repr=False)
     # Stable identity for cache keys; never the secret itself.
     id: str = ""
+    # Minted by a provider (ECR, GCR): a refusal may just mean it went stale.
+    minted: bool = False
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class Endpoint:
     url: str
     configured: bool
     insecure: bool = False
+    tls: TlsOptions = TlsOptions()
 
     @property
     def plain_http_url(self) -> str | None:
@@ -36,7 +41,15 @@ class Endpoint:
 class RegistryDirectory(Protocol):
     def endpoint(self, registry: str) -> Endpoint: ...
 
-    def credentials(self, registry: str) -> Credentials | None: ...
+    def credential_id(self, registry: str) -> str:
+        """Which credential pulls use now ("" for none): stable across renewals."""
+        ...
+
+    async def credentials(self, registry: str) -> Credentials | None: ...
+
+    async def renew_credentials(self, registry: str) -> Credentials | None:
+        """A fresh mint after the upstream refused minted credentials; None if not possible."""
+        ...
 
     def credential_note(self, registry: str) -> str | None:
         """Why there are no credentials although some exist (e.g. deactivated)."""

@@ -8,6 +8,7 @@ and resident memory while streaming large blobs.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ class ProxyProcess:
         self.config_path = config_path
         self.port = port
         self.host = f"127.0.0.1:{port}"
-        self.url = f"http://{self.host}"
+        self.tls = "tls" in self.config
+        self.url = f"{'https' if self.tls else 'http'}://{self.host}"
         self.log_path = base / "proxy.log"
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
@@ -63,7 +65,7 @@ class ProxyProcess:
         argv = [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)]
         self._proc = spawn(argv, self.log_path, cwd=REPO_ROOT, env=self._env)
         try:
-            wait_http(f"{self.url}/v2/", timeout, ok=(200,), proc=self._proc)
+            wait_http(f"{self.url}/v2/", timeout, ok=(200,), proc=self._proc, ssl_ctx=_unverified() if self.tls else None)
         except BaseException:
             self.kill()  # a proxy that never got ready must not outlive the test
             raise
@@ -103,6 +105,14 @@ class ProxyProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _unverified() -> ssl.SSLContext:
+    # Readiness only: which certificate is served is for the tests to check.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 # What the `make_proxy` fixture yields: make_proxy(config, *, env=None, name="proxy").

@@ -17,6 +17,8 @@ Facts about distribution 2.8.2 this module relies on (checked by running it):
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import re
 import secrets
@@ -32,6 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import bcrypt
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 import yaml
 
 from .tools import free_port, reap, require_binary, skopeo_ok, spawn, wait_http
@@ -71,6 +77,7 @@ class Upstream:
     cert_dir: Path | None = None  # skopeo --*-cert-dir (holds ca.crt) when tls
     push_creds: str | None = None  # "user:password" allowed to push (seeding)
     token_server: TokenServer | None = None
+    client_files: tuple[Path, Path] | None = None  # (cert, key) the registry accepts, with client_ca
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     # -- process control -----------------------------------------------------
@@ -165,7 +172,12 @@ class Upstream:
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """Client context trusting this registry's CA (None for plain HTTP)."""
-        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else None
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        if self.client_files is not None:
+            ctx.load_cert_chain(*map(str, self.client_files))
+        return ctx
 
     def skopeo_flags(self, direction: str, creds: str | None = None) -> list[str]:
         """TLS and credential flags for skopeo; direction "src", "dest" or "" (inspect)."""
@@ -238,6 +250,21 @@ class Upstream:
             return str(json.load(resp)["token"])
 
 
+def self_signed_pair(ip: str, *, days: int = 30) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"self-signed {ip}")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
 def write_htpasswd(path: Path, users: dict[str, str]) -> None:
     # Cost 4: bcrypt is the only scheme distribution accepts, and the cost is
     # paid by the registry on every request.
@@ -252,6 +279,8 @@ def start_registry(
     tls: bool = False,
     users: dict[str, str] | None = None,
     token_server: TokenServer | None = None,
+    self_signed: bool = False,
+    client_ca: bool = False,
 ) -> Upstream:
     """Configure and start a registry under `base`; the caller must stop() it."""
     require_binary("docker-registry")
@@ -295,18 +324,37 @@ def start_registry(
 
     ca_file: Path | None = None
     cert_dir: Path | None = None
+    client_files: tuple[Path, Path] | None = None
     if tls:
-        ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
         cert_dir = base / "certs"
         cert_dir.mkdir(exist_ok=True)
         ca_file = cert_dir / "ca.crt"
-        ca.cert_pem.write_to_path(str(ca_file))
-        cert.private_key_pem.write_to_path(str(base / "server.key"))
-        cert.cert_chain_pems[0].write_to_path(str(base / "server.crt"))
-        for extra in cert.cert_chain_pems[1:]:
-            extra.write_to_path(str(base / "server.crt"), append=True)
+        if self_signed:
+            # One certificate that is its own issuer: what `openssl req -x509` makes.
+            cert_pem, key_pem = self_signed_pair("127.0.0.1")
+            ca_file.write_bytes(cert_pem)
+            (base / "server.crt").write_bytes(cert_pem)
+            (base / "server.key").write_bytes(key_pem)
+        else:
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            ca.cert_pem.write_to_path(str(ca_file))
+            cert.private_key_pem.write_to_path(str(base / "server.key"))
+            cert.cert_chain_pems[0].write_to_path(str(base / "server.crt"))
+            for extra in cert.cert_chain_pems[1:]:
+                extra.write_to_path(str(base / "server.crt"), append=True)
         config["http"]["tls"] = {"certificate": str(base / "server.crt"), "key": str(base / "server.key")}
+        if client_ca:
+            clients = trustme.CA()
+            clients.cert_pem.write_to_path(str(base / "client-ca.crt"))
+            client = clients.issue_cert("proxy.e2e.test")
+            client.cert_chain_pems[0].write_to_path(str(base / "client.crt"))
+            client.private_key_pem.write_to_path(str(base / "client.key"))
+            client_files = (base / "client.crt", base / "client.key")
+            # skopeo's cert dir convention: *.cert with a matching *.key.
+            (cert_dir / "client.cert").write_bytes(client_files[0].read_bytes())
+            (cert_dir / "client.key").write_bytes(client_files[1].read_bytes())
+            config["http"]["tls"]["clientcas"] = [str(base / "client-ca.crt")]
 
     config_path = base / "config.yml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -324,6 +372,7 @@ def start_registry(
         cert_dir=cert_dir,
         push_creds=push_creds,
         token_server=token_server,
+        client_files=client_files,
     )
     upstream.start()
     return upstream

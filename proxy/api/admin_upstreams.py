@@ -1,0 +1,130 @@
+"""Admin API for how each registry is reached: /api/v1/upstreams/{address}.
+
+Endpoint URL, insecure mode, a CA bundle trusted for that registry only, and
+a client certificate for mutual TLS. Changes apply to the next pull; no
+daemon anywhere restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from proxy.api.admin_input import check_address, read_body
+from proxy.api.state import LIVE
+from proxy.errors import ApiError, ApiErrorCode
+from proxy.store.live import LiveState
+from proxy.store.upstreams import UpstreamRecord
+from proxy.upstream.certs import check_client_pair, parse_bundle, presented_chain
+
+__all__ = ["setup_upstream_routes"]
+
+_FIELDS = ("endpoint", "insecure", "ca_cert", "client_cert", "client_key")
+_TYPES: dict[str, tuple[type, ...]] = {"endpoint": (str, type(None)), "insecure": (bool,),
+                                       "ca_cert": (str, type(None)), "client_cert": (str, type(None)),
+                                       "client_key": (str, type(None))}
+_ENDPOINT = re.compile(r"https?://[^/\s?#]+/?")
+
+
+def setup_upstream_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(f"{prefix}/upstreams", list_upstreams)
+    app.router.add_get(f"{prefix}/upstreams/{{address}}", show_upstream)
+    app.router.add_patch(f"{prefix}/upstreams/{{address}}", change_upstream)
+    app.router.add_delete(f"{prefix}/upstreams/{{address}}", delete_upstream)
+    app.router.add_get(f"{prefix}/upstreams/{{address}}/certificates", fetch_certificates)
+
+
+async def list_upstreams(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    return web.json_response({"upstreams": [_view(live, u) for u in live.upstream_records.values()]})
+
+
+async def show_upstream(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    address = _address(request)
+    record = live.upstream_records.get(address) or UpstreamRecord(address, source="default")
+    return web.json_response(_view(live, record))
+
+
+async def change_upstream(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    address = _address(request)
+    _refuse_config(live, address)
+    body = await read_body(request, allowed=_FIELDS, required=(), types=_TYPES)
+    current = live.upstream_records.get(address) or UpstreamRecord(address)
+    merged = replace(current, source="api", **{k: v for k, v in body.items()})
+    _validate(merged, body)
+    await live.change(lambda: live.upstreams.put(merged))
+    return web.json_response(_view(live, live.upstream_records[address]))
+
+
+async def delete_upstream(request: web.Request) -> web.Response:
+    live = request.app[LIVE]
+    address = _address(request)
+    _refuse_config(live, address)
+    if not await live.change(lambda: live.upstreams.delete(address)):
+        raise ApiError(ApiErrorCode.NOT_FOUND, f"nothing is set for {address}", field="address")
+    return web.Response(status=204)
+
+
+async def fetch_certificates(request: web.Request) -> web.Response:
+    """The chain the registry presents, unverified, for an operator to judge."""
+    live = request.app[LIVE]
+    endpoint = live.endpoint(_address(request))
+    try:
+        chain = await asyncio.to_thread(presented_chain, endpoint.url)
+    except ValueError as exc:
+        raise ApiError(ApiErrorCode.INVALID, str(exc), field="address") from None
+    except OSError as exc:
+        raise ApiError(ApiErrorCode.UPSTREAM_FAILED, f"cannot reach {endpoint.url}: {exc.strerror or exc}") from None
+    if not chain:
+        raise ApiError(ApiErrorCode.UPSTREAM_FAILED, f"{endpoint.url} presented no certificate")
+    return web.json_response({"address": endpoint.registry, "endpoint": endpoint.url,
+                              "certificates": [c.as_dict() for c in chain]})
+
+
+def _address(request: web.Request) -> str:
+    return check_address(request.match_info["address"])
+
+
+def _refuse_config(live: LiveState, address: str) -> None:
+    if live.managed_by_config(address):
+        raise ApiError(ApiErrorCode.CONFLICT, f"how {address} is reached is set in the config file: change it "
+                       "there and restart", field="address")
+
+
+def _validate(record: UpstreamRecord, body: dict[str, Any]) -> None:
+    if record.endpoint is not None and not _ENDPOINT.fullmatch(record.endpoint):
+        raise ApiError(ApiErrorCode.INVALID, "endpoint must be a URL such as https://host:port, without a path",
+                       field="endpoint")
+    if record.ca_cert is not None:
+        try:
+            parse_bundle(record.ca_cert)
+        except ValueError as exc:
+            raise ApiError(ApiErrorCode.INVALID, f"ca_cert: {exc}", field="ca_cert") from None
+    if (record.client_cert is None) != (record.client_key is None):
+        field = "client_key" if record.client_key is None else "client_cert"
+        raise ApiError(ApiErrorCode.INVALID, "client_cert and client_key go together: set both or neither",
+                       field=field)
+    if record.client_cert is not None and record.client_key is not None:
+        try:
+            check_client_pair(record.client_cert, record.client_key)
+        except ValueError as exc:
+            field = "client_key" if "client_key" in str(exc) else "client_cert"
+            raise ApiError(ApiErrorCode.INVALID, str(exc), field=field) from None
+
+
+def _view(live: LiveState, record: UpstreamRecord) -> dict[str, Any]:
+    endpoint = live.endpoint(record.address)
+    cas = parse_bundle(record.ca_cert) if record.ca_cert else []
+    return {
+        "address": record.address, "endpoint": endpoint.url, "insecure": record.insecure,
+        "ca_cert": record.ca_cert,
+        "ca_certificates": [{"subject": c.subject, "not_after": c.not_after, "sha256": c.sha256} for c in cas],
+        "client_cert": record.client_cert, "client_key_set": record.client_key is not None,
+        "source": record.source,
+    }

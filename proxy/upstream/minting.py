@@ -1,0 +1,140 @@
+"""Minted credentials (ECR, GCR): renewed before they expire, shared, and kept through failures.
+
+Policy, per credential:
+- renew when less than a quarter of the lifetime is left (or at a set margin);
+- concurrent pulls that find it due share one mint;
+- a failed renewal keeps the current token until it really expires, and is
+  retried with capped exponential backoff;
+- a token without a usable expiry is used, but re-minted after a minute;
+- ``renew()`` after an upstream 401 re-mints at once, at most once a minute.
+A background loop renews due credentials even when nobody pulls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proxy.singleflight import SingleFlight
+from proxy.upstream.providers import Minted, MintError, Minter
+
+__all__ = ["MintState", "MintedCredentials"]
+
+log = logging.getLogger(__name__)
+
+UNTRUSTED_LIFETIME = 60.0
+MAX_BACKOFF = 300.0
+
+
+@dataclass
+class MintState:
+    registry: str
+    minter: Minter
+    margin: float | None = None
+    minted: Minted | None = None
+    minted_at: float | None = None
+    refresh_at: float | None = None
+    last_attempt: float | None = None
+    last_result: str = "never minted"
+    failures: int = 0
+    mints: int = 0
+
+    def valid(self, now: float) -> bool:
+        if self.minted is None:
+            return False
+        expires = self.minted.expires_at
+        return expires is None or expires > now or (self.refresh_at is not None and self.refresh_at > now)
+
+    def plan(self, now: float) -> None:
+        assert self.minted is not None
+        expires = self.minted.expires_at
+        if expires is None or expires <= now:
+            self.refresh_at = now + UNTRUSTED_LIFETIME
+            return
+        lifetime = expires - now
+        self.refresh_at = expires - (self.margin if self.margin is not None else lifetime / 4)
+
+
+class MintedCredentials:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._states: dict[str, MintState] = {}
+        self._flights: SingleFlight[str, Minted] = SingleFlight()
+
+    @property
+    def states(self) -> dict[str, MintState]:
+        return self._states
+
+    def configure(self, entries: dict[str, tuple[str, Minter, float | None]]) -> None:
+        """Keep state for unchanged credentials; drop the ones that went away."""
+        states = {}
+        for key, (registry, minter, margin) in entries.items():
+            state = self._states.get(key)
+            if state is None or state.minter != minter or state.margin != margin:
+                state = MintState(registry, minter, margin)
+            states[key] = state
+        self._states = states
+
+    async def get(self, key: str) -> Minted:
+        state = self._states[key]
+        now = self._clock()
+        if state.minted is not None and state.refresh_at is not None and now < state.refresh_at:
+            return state.minted
+        if state.valid(now) and not self._may_try(state, now):
+            return state.minted  # type: ignore[return-value]
+        return await self._mint(key, state)
+
+    async def renew(self, key: str) -> Minted | None:
+        """After the upstream refused a token we believed valid: one fresh mint, rate limited."""
+        state = self._states.get(key)
+        if state is None:
+            return None
+        now = self._clock()
+        if state.last_attempt is not None and now - state.last_attempt < UNTRUSTED_LIFETIME:
+            return None
+        return await self._mint(key, state)
+
+    async def run(self, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = self._clock()
+            for key, state in list(self._states.items()):
+                due = state.refresh_at is None or now >= state.refresh_at
+                if due and self._may_try(state, now):
+                    try:
+                        await self._mint(key, state)
+                    except MintError:
+                        pass  # recorded in the state; pulls keep the current token
+
+    def _may_try(self, state: MintState, now: float) -> bool:
+        if state.failures == 0 or state.last_attempt is None:
+            return True
+        return now - state.last_attempt >= min(2.0 ** state.failures, MAX_BACKOFF)
+
+    async def _mint(self, key: str, state: MintState) -> Minted:
+        try:
+            return await self._flights.do(key, lambda: self._mint_once(state))
+        except MintError:
+            if state.valid(self._clock()):
+                return state.minted  # type: ignore[return-value]
+            raise
+
+    async def _mint_once(self, state: MintState) -> Minted:
+        state.last_attempt = self._clock()
+        try:
+            minted = await asyncio.to_thread(state.minter.mint)
+        except MintError as exc:
+            state.failures += 1
+            state.last_result = f"failed: {exc}"
+            log.warning("minting credentials for %s failed (%d in a row): %s", state.registry, state.failures, exc)
+            raise
+        now = self._clock()
+        state.minted, state.minted_at, state.failures, state.last_result = minted, now, 0, "ok"
+        state.mints += 1
+        state.plan(now)
+        log.info("minted credentials for %s, valid until %s", state.registry,
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minted.expires_at)) if minted.expires_at else "unknown")
+        return minted
