@@ -62,7 +62,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         token = await asyncio.to_thread(resolve_admin_token, settings, os.environ)
         app[ADMIN_TOKEN] = token
         log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
+        # Renews minted credentials (ECR, GCR) ahead of expiry even when nobody pulls.
+        renewer = asyncio.create_task(live.minted.run())
         yield
+        renewer.cancel()
     finally:
         await db.close()
 

@@ -14,8 +14,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.api.admin_input import (check_address, check_email, check_password, check_username, check_whitelist,
-                                   read_body)
+from proxy.api.admin_input import check_address, check_whitelist, read_body
+from proxy.api.admin_kinds import ALL_FIELDS, FIELD_TYPES, parse_credential, parse_edit
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.openapi import OPENAPI
 from proxy.api.state import ADMIN_TOKEN, LIVE
@@ -93,14 +93,13 @@ async def list_registries(request: web.Request) -> web.Response:
 
 
 async def add_registry(request: web.Request) -> web.Response:
-    body = await read_body(request, allowed=("address", "email", "username", "password"),
-                           required=("address", "username", "password"))
+    body = await read_body(request, allowed=ALL_FIELDS, required=("address",), types=FIELD_TYPES)
     address = check_address(body["address"])
-    email, username = check_email(body.get("email", "")), check_username(body["username"])
-    password = check_password(body["password"])
+    given = parse_credential(body, address=address)
     live = request.app[LIVE]
-    record = await live.change(lambda: live.registries.add(address=address, email=email, username=username,
-                                                           password=password))
+    record = await live.change(lambda: live.registries.add(
+        address=address, email=given.email, username=given.username, password=given.secret, kind=given.kind,
+        options=given.options))
     return web.json_response(_registry(live, record), status=201,
                              headers={"Location": f"{PREFIX}/registries/{record.id}"})
 
@@ -113,18 +112,13 @@ async def show_registry(request: web.Request) -> web.Response:
 async def edit_registry(request: web.Request) -> web.Response:
     live = request.app[LIVE]
     record = _find(live, request)
-    body = await read_body(request, allowed=("address", "email", "username", "password"), required=())
+    body = await read_body(request, allowed=ALL_FIELDS, required=(), types=FIELD_TYPES)
     if "address" in body and check_address(body["address"]) != record.address:
         raise ApiError(ApiErrorCode.INVALID, "the address of a credential cannot change: delete this credential "
                        "and add a new one for the new address", field="address")
-    if "password" not in body:
-        # It is never shown, so an edit cannot keep it unseen.
-        raise ApiError(ApiErrorCode.INVALID, "password is required with every edit", field="password")
-    email = check_email(body.get("email", record.email))
-    username = check_username(body.get("username", record.username))
-    password = check_password(body["password"])
-    updated = await _write(live, lambda: live.registries.update(record.id, email=email, username=username,
-                                                                password=password))
+    given = parse_edit(record, body)
+    updated = await _write(live, lambda: live.registries.update(
+        record.id, email=given.email, username=given.username, password=given.secret, options=given.options))
     return web.json_response(_registry(live, updated))
 
 
@@ -171,11 +165,22 @@ async def _write(live: LiveState, work: Any) -> RegistryRecord:
 
 def _registry(live: LiveState, record: RegistryRecord) -> dict[str, Any]:
     chosen = live.in_use.get(record.address)
-    return {
-        "id": record.id, "address": record.address, "email": record.email, "username": record.username,
-        "state": record.state, "in_use": chosen is not None and chosen.id == record.id,
+    view: dict[str, Any] = {
+        "id": record.id, "address": record.address, "kind": record.kind, "email": record.email,
+        "username": record.username, "state": record.state, "in_use": chosen is not None and chosen.id == record.id,
         "source": record.source, "created": _time(record.created), "updated": _time(record.updated),
     }
+    view.update(record.options)
+    state = live.minted.states.get(f"cred:{record.id}")
+    if state is not None:
+        # When and how the proxy minted it; never the token itself.
+        view["token"] = {
+            "minted_at": _time(state.minted_at) if state.minted_at else None,
+            "expires_at": _time(state.minted.expires_at) if state.minted and state.minted.expires_at else None,
+            "next_refresh": _time(state.refresh_at) if state.refresh_at else None,
+            "last_result": state.last_result, "failures": state.failures, "mints": state.mints,
+        }
+    return view
 
 
 # Settings

@@ -40,7 +40,7 @@ async def read_body(request: web.Request, *, allowed: tuple[str, ...], required:
             raise ApiError(ApiErrorCode.INVALID, f"unknown field {key!r}; allowed: {', '.join(allowed)}", field=key)
         expected = (types or {}).get(key, (str,))
         if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-            names = " or ".join(_JSON_NAMES[t] for t in expected)
+            names = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in expected))
             raise ApiError(ApiErrorCode.INVALID, f"{key} must be {names}, not {_json_type(value)}", field=key)
     for key in required:
         if key not in body:
@@ -90,7 +90,7 @@ def check_whitelist(value: str) -> str:
     return ", ".join(entries)
 
 
-_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null"}
+_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null", int: "a number", float: "a number"}
 
 
 def _json_type(value: Any) -> str:

@@ -2,7 +2,8 @@
 
 Policy, per credential:
 - renew when less than a quarter of the lifetime is left (or at a set margin);
-- concurrent pulls that find it due share one mint;
+- a pull that finds it due keeps using it while one mint runs behind it;
+  pulls that find no valid token share one mint and wait for it;
 - a failed renewal keeps the current token until it really expires, and is
   retried with capped exponential backoff;
 - a token without a usable expiry is used, but re-minted after a minute;
@@ -63,6 +64,7 @@ class MintedCredentials:
         self._clock = clock
         self._states: dict[str, MintState] = {}
         self._flights: SingleFlight[str, Minted] = SingleFlight()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def states(self) -> dict[str, MintState]:
@@ -81,10 +83,15 @@ class MintedCredentials:
     async def get(self, key: str) -> Minted:
         state = self._states[key]
         now = self._clock()
-        if state.minted is not None and state.refresh_at is not None and now < state.refresh_at:
+        if state.minted is not None and state.valid(now):
+            due = state.refresh_at is None or now >= state.refresh_at
+            if due and self._may_try(state, now):
+                # Renew behind the pull: nobody waits for a mint while the
+                # current token still works.
+                task = asyncio.ensure_future(self._mint_quietly(key, state))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
             return state.minted
-        if state.valid(now) and not self._may_try(state, now):
-            return state.minted  # type: ignore[return-value]
         return await self._mint(key, state)
 
     async def renew(self, key: str) -> Minted | None:
@@ -104,10 +111,13 @@ class MintedCredentials:
             for key, state in list(self._states.items()):
                 due = state.refresh_at is None or now >= state.refresh_at
                 if due and self._may_try(state, now):
-                    try:
-                        await self._mint(key, state)
-                    except MintError:
-                        pass  # recorded in the state; pulls keep the current token
+                    await self._mint_quietly(key, state)
+
+    async def _mint_quietly(self, key: str, state: MintState) -> None:
+        try:
+            await self._mint(key, state)
+        except MintError:
+            pass  # recorded in the state; pulls keep the current token while it lasts
 
     def _may_try(self, state: MintState, now: float) -> bool:
         if state.failures == 0 or state.last_attempt is None:

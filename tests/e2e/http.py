@@ -70,8 +70,13 @@ async def fetch_digest(session: aiohttp.ClientSession, url: str) -> StreamResult
 
 
 def concurrent_gets(url: str, count: int) -> list[StreamResult]:
+    return gather_gets([url] * count)
+
+
+def gather_gets(urls: list[str]) -> list[StreamResult]:
+    """GET every URL at once."""
     async def run() -> list[StreamResult]:
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            return await asyncio.gather(*(fetch_digest(session, url) for _ in range(count)))
+            return await asyncio.gather(*(fetch_digest(session, url) for url in urls))
 
     return asyncio.run(run())

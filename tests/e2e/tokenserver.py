@@ -95,6 +95,18 @@ class TokenServer:
         self.host = self._server.host
         self.url = self._server.url
 
+    def set_login(self, user: str, password: str | None) -> None:
+        """Accept only this password for `user` from now on (None: reject the user).
+
+        Stands in for a cloud registry rotating its short-lived passwords.
+        """
+        if password is None:
+            self._logins.pop(user, None)
+            self.users.pop(user, None)
+        else:
+            self._logins[user] = password
+            self.users[user] = password
+
     @property
     def seed_creds(self) -> str:
         return f"{self.seed_user}:{self.seed_password}"

@@ -1,0 +1,132 @@
+"""What a credential of each kind takes: basic (username and password), ecr, gcr.
+
+ECR and GCR credentials hold what the proxy needs to mint registry
+passwords itself; their secrets are write-only like any password.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.api.admin_input import check_email, check_password, check_username
+from proxy.errors import ApiError, ApiErrorCode
+from proxy.store.registries import RegistryRecord
+from proxy.upstream.providers.ecr import parse_ecr_address
+from proxy.upstream.providers.gcr import GCR_MODES, check_gcr_address, parse_service_account_key
+
+__all__ = ["ALL_FIELDS", "FIELD_TYPES", "KINDS", "CredentialInput", "parse_credential", "parse_edit"]
+
+KINDS = ("basic", "ecr", "gcr")
+_KIND_FIELDS = {
+    "basic": ("username", "password"),
+    "ecr": ("access_key_id", "secret_access_key", "role_arn", "aws_endpoint_url", "renew_margin"),
+    "gcr": ("json_key", "mode", "renew_margin"),
+}
+_SECRET_FIELD = {"basic": "password", "ecr": "secret_access_key", "gcr": "json_key"}
+_OPTION_FIELDS = ("access_key_id", "role_arn", "aws_endpoint_url", "renew_margin", "mode")
+ALL_FIELDS = ("address", "kind", "email") + tuple(f for fields in _KIND_FIELDS.values() for f in fields)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {"renew_margin": (int, float)}
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?")
+_ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+
+
+@dataclass(frozen=True)
+class CredentialInput:
+    kind: str
+    email: str
+    username: str
+    secret: str | None = field(repr=False)
+    options: dict[str, Any]
+
+
+def parse_credential(body: dict[str, Any], *, address: str) -> CredentialInput:
+    kind = body.get("kind", "basic")
+    if kind not in KINDS:
+        raise _invalid("kind", f"kind must be one of {', '.join(KINDS)}")
+    for key in body:
+        if key not in ("address", "kind", "email") + _KIND_FIELDS[kind]:
+            raise _invalid(key, f"{key} does not apply to kind {kind}")
+    email = check_email(body.get("email", ""))
+    if kind == "basic":
+        for key in ("username", "password"):
+            if key not in body:
+                raise _invalid(key, f"{key} is required")
+        return CredentialInput("basic", email, check_username(body["username"]), check_password(body["password"]), {})
+    margin = body.get("renew_margin")
+    if margin is not None and not 0 < margin < 12 * 3600:
+        raise _invalid("renew_margin", "renew_margin must be seconds between 0 and 43200 (12 hours)")
+    if kind == "ecr":
+        return _ecr(body, address, email, margin)
+    return _gcr(body, address, email, margin)
+
+
+def parse_edit(record: RegistryRecord, body: dict[str, Any]) -> CredentialInput:
+    """An edit restates the credential; only the address and kind stay as they were."""
+    if body.get("kind", record.kind) != record.kind:
+        raise _invalid("kind", "the kind of a credential cannot change: delete it and add a new one")
+    secret_field = _SECRET_FIELD[record.kind]
+    if record.password is not None and secret_field not in body:
+        # It is never shown, so an edit cannot keep it unseen.
+        raise _invalid(secret_field, f"{secret_field} is required with every edit")
+    kept: dict[str, Any] = {k: v for k, v in record.options.items() if k in _OPTION_FIELDS}
+    if record.kind == "basic":
+        kept["username"] = record.username
+    merged = {"kind": record.kind, "email": record.email, **kept, **body}
+    merged.pop("address", None)
+    return parse_credential(merged, address=record.address)
+
+
+def _ecr(body: dict[str, Any], address: str, email: str, margin: float | None) -> CredentialInput:
+    try:
+        parse_ecr_address(address)
+    except ValueError as exc:
+        raise _invalid("address", str(exc)) from None
+    key_id, secret = body.get("access_key_id"), body.get("secret_access_key")
+    if (key_id is None) != (secret is None):
+        missing = "secret_access_key" if secret is None else "access_key_id"
+        raise _invalid(missing, "access_key_id and secret_access_key go together; leave both out to use the "
+                                "default AWS credential chain (environment, instance role, web identity)")
+    if key_id is not None and not _ACCESS_KEY_ID.fullmatch(key_id):
+        raise _invalid("access_key_id", "access_key_id must be 16 to 128 uppercase letters and digits")
+    if secret is not None and not secret.strip():
+        raise _invalid("secret_access_key", "secret_access_key must not be empty")
+    role = body.get("role_arn")
+    if role is not None and not _ROLE_ARN.fullmatch(role):
+        raise _invalid("role_arn", "role_arn must look like arn:aws:iam::123456789012:role/name")
+    url = body.get("aws_endpoint_url")
+    if url is not None and not _URL.fullmatch(url):
+        raise _invalid("aws_endpoint_url", "aws_endpoint_url must be an http(s) URL")
+    options = {k: v for k, v in (("access_key_id", key_id), ("role_arn", role), ("aws_endpoint_url", url),
+                                 ("renew_margin", margin)) if v is not None}
+    return CredentialInput("ecr", email, "AWS", secret, options)
+
+
+def _gcr(body: dict[str, Any], address: str, email: str, margin: float | None) -> CredentialInput:
+    try:
+        check_gcr_address(address)
+    except ValueError as exc:
+        raise _invalid("address", str(exc)) from None
+    mode = body.get("mode", "access_token")
+    if mode not in GCR_MODES:
+        raise _invalid("mode", f"mode must be one of {', '.join(GCR_MODES)}")
+    key_text = body.get("json_key")
+    options: dict[str, Any] = {"mode": mode}
+    if key_text is None:
+        if mode == "json_key":
+            raise _invalid("json_key", "mode json_key needs the service-account key in json_key")
+    else:
+        try:
+            options["client_email"] = parse_service_account_key(key_text)["client_email"]
+        except ValueError as exc:
+            raise _invalid("json_key", str(exc)) from None
+    if margin is not None:
+        options["renew_margin"] = margin
+    username = "_json_key" if mode == "json_key" else "oauth2accesstoken"
+    return CredentialInput("gcr", email, username, key_text, options)
+
+
+def _invalid(name: str, message: str) -> ApiError:
+    return ApiError(ApiErrorCode.INVALID, message, field=name)

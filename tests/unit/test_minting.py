@@ -1,0 +1,150 @@
+"""Renewal policy of minted credentials, with a clock the tests control."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from proxy.upstream.minting import MintedCredentials
+from proxy.upstream.providers import Minted, MintError
+from proxy.upstream.providers.ecr import parse_ecr_address
+from proxy.upstream.providers.gcr import check_gcr_address, parse_service_account_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Minter:
+    def __init__(self, clock: Clock, lifetime: float | None = 3600.0) -> None:
+        self.clock, self.lifetime = clock, lifetime
+        self.calls = 0
+        self.fail = False
+
+    def mint(self) -> Minted:
+        self.calls += 1
+        if self.fail:
+            raise MintError("endpoint down")
+        expires = None if self.lifetime is None else self.clock.now + self.lifetime
+        return Minted("AWS", f"password-{self.calls}", expires)
+
+
+def manager(lifetime: float | None = 3600.0, margin: float | None = None) -> tuple[MintedCredentials, Minter, Clock]:
+    clock = Clock()
+    minter = Minter(clock, lifetime)
+    creds = MintedCredentials(clock=clock)
+    creds.configure({"k": ("registry.example", minter, margin)})
+    return creds, minter, clock
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+
+
+async def test_renews_in_the_last_quarter_behind_the_pull() -> None:
+    creds, minter, clock = manager()
+    assert (await creds.get("k")).password == "password-1"
+    clock.now += 2600  # 1000 s left of 3600: not yet
+    assert (await creds.get("k")).password == "password-1"
+    assert minter.calls == 1
+    clock.now += 200  # 800 s left: due
+    assert (await creds.get("k")).password == "password-1"  # served while renewing
+    await settle()
+    assert minter.calls == 2
+    assert (await creds.get("k")).password == "password-2"
+
+
+async def test_margin_overrides_the_quarter() -> None:
+    creds, minter, clock = manager(margin=60)
+    await creds.get("k")
+    clock.now += 3500
+    await creds.get("k")
+    await settle()
+    assert minter.calls == 1
+    clock.now += 50
+    await creds.get("k")
+    await settle()
+    assert minter.calls == 2
+
+
+async def test_concurrent_gets_without_a_token_share_one_mint() -> None:
+    creds, minter, _ = manager()
+    results = await asyncio.gather(*(creds.get("k") for _ in range(50)))
+    assert {r.password for r in results} == {"password-1"} and minter.calls == 1
+
+
+async def test_failed_renewal_keeps_the_token_backs_off_then_fails_at_expiry() -> None:
+    creds, minter, clock = manager(lifetime=100)
+    await creds.get("k")
+    minter.fail = True
+    clock.now += 80
+    assert (await creds.get("k")).password == "password-1"
+    await settle()
+    assert minter.calls == 2 and creds.states["k"].failures == 1
+    clock.now += 1  # inside the 2 s backoff: no new attempt
+    await creds.get("k")
+    await settle()
+    assert minter.calls == 2
+    clock.now += 2
+    await creds.get("k")
+    await settle()
+    assert minter.calls == 3 and creds.states["k"].last_result == "failed: endpoint down"
+    clock.now += 30  # expired
+    with pytest.raises(MintError):
+        await creds.get("k")
+
+
+async def test_a_token_without_expiry_is_reminted_after_a_minute_at_most() -> None:
+    creds, minter, clock = manager(lifetime=None)
+    await creds.get("k")
+    clock.now += 30
+    await creds.get("k")
+    await settle()
+    assert minter.calls == 1
+    clock.now += 31
+    await creds.get("k")
+    await settle()
+    assert minter.calls == 2
+
+
+async def test_renew_after_a_401_is_rate_limited() -> None:
+    creds, minter, clock = manager()
+    await creds.get("k")
+    assert await creds.renew("k") is None  # minted a moment ago
+    clock.now += 61
+    renewed = await creds.renew("k")
+    assert renewed is not None and renewed.password == "password-2"
+
+
+@pytest.mark.parametrize("address,account,region,fips", [
+    ("123456789012.dkr.ecr.us-east-1.amazonaws.com", "123456789012", "us-east-1", False),
+    ("123456789012.dkr.ecr.cn-north-1.amazonaws.com.cn", "123456789012", "cn-north-1", False),
+    ("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com", "123456789012", "us-gov-west-1", True),
+])
+def test_ecr_addresses(address: str, account: str, region: str, fips: bool) -> None:
+    parsed = parse_ecr_address(address)
+    assert (parsed.account, parsed.region, parsed.fips) == (account, region, fips)
+
+
+@pytest.mark.parametrize("address", ["quay.io", "123.dkr.ecr.us-east-1.amazonaws.com",
+                                     "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.com",
+                                     "123456789012.dkr.ecr.amazonaws.com"])
+def test_not_ecr_addresses(address: str) -> None:
+    with pytest.raises(ValueError, match="not an ECR registry address"):
+        parse_ecr_address(address)
+
+
+def test_gcr_addresses_and_keys() -> None:
+    for ok in ("gcr.io", "eu.gcr.io", "europe-west1-docker.pkg.dev"):
+        check_gcr_address(ok)
+    for bad in ("gcr.io.evil.com", "docker.pkg.dev", "quay.io"):
+        with pytest.raises(ValueError):
+            check_gcr_address(bad)
+    with pytest.raises(ValueError, match="has no token_uri"):
+        parse_service_account_key('{"type": "service_account", "client_email": "a", "private_key": "b"}')
