@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from proxy.reference import DOCKER_HUB, InvalidReference, parse_address
+from proxy.credential_kinds import CredentialInput, KindError, parse_credential
 from proxy.upstream.certs import check_client_pair, parse_bundle
 
 __all__ = ["CacheSettings", "RegistryConfig", "ServerTls", "Settings", "SettingsError", "load_settings"]
@@ -29,7 +30,8 @@ _TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log", "ad
 _SETTING_NAMES = ("registry.default", "registry.whitelist")
 _CACHE_KEYS = ("max_size", "tag_ttl", "max_stale", "max_manifest_size")
 _REGISTRY_KEYS = ("address", "endpoint", "username", "password", "password_file", "email", "insecure",
-                  "ca_cert", "client_cert", "client_key")
+                  "ca_cert", "client_cert", "client_key", "kind", "access_key_id", "secret_access_key",
+                  "secret_access_key_file", "role_arn", "aws_endpoint_url", "renew_margin", "json_key_file", "mode")
 _LOG_KEYS = ("level",)
 _ADMIN_KEYS = ("token_file",)
 _SECRETS_KEYS = ("key_file",)
@@ -53,6 +55,8 @@ class RegistryConfig:
     ca_cert: str | None = None
     client_cert: str | None = None
     client_key: str | None = field(default=None, repr=False)
+    # Derived from the fields above (and the kind's own), so not part of equality.
+    credential: CredentialInput | None = field(default=None, compare=False)
 
     @property
     def sets_upstream(self) -> bool:
@@ -228,6 +232,7 @@ def _registries(raw: Any, base: Path) -> dict[str, RegistryConfig]:
         endpoint = _optional_string(f"{key}.endpoint", entry.get("endpoint"))
         if endpoint is not None:
             endpoint = _endpoint(f"{key}.endpoint", endpoint)
+        credential = _credential(key, entry, address, password, base)
         # A later entry for the same address replaces the earlier one, so an
         # override can be appended without editing the original entry.
         out[address] = RegistryConfig(
@@ -240,6 +245,7 @@ def _registries(raw: Any, base: Path) -> dict[str, RegistryConfig]:
             ca_cert=ca_cert,
             client_cert=client_cert,
             client_key=client_key,
+            credential=credential,
         )
     return out
 
@@ -293,6 +299,37 @@ def _server_tls(raw: Mapping[str, Any], base: Path) -> ServerTls | None:
 
 def _path(base: Path, key: str, value: Any) -> Path | None:
     return None if value is None else base / _string(key, value)
+
+
+def _credential(key: str, entry: Mapping[str, Any], address: str, password: str | None,
+                base: Path) -> CredentialInput | None:
+    kind = _string(f"{key}.kind", entry.get("kind", "basic"))
+    body: dict[str, Any] = {"kind": kind}
+    if entry.get("email") is not None:
+        body["email"] = _string(f"{key}.email", entry["email"])
+    if kind == "basic":
+        if entry.get("username") is None and password is None:
+            return None
+        body.update(username=entry.get("username"), password=password)
+    for name in ("access_key_id", "role_arn", "aws_endpoint_url", "mode"):
+        if entry.get(name) is not None:
+            body[name] = _string(f"{key}.{name}", entry[name])
+    if entry.get("renew_margin") is not None:
+        body["renew_margin"] = _duration(f"{key}.renew_margin", entry["renew_margin"])
+    secret_key = _optional_string(f"{key}.secret_access_key", entry.get("secret_access_key"))
+    if entry.get("secret_access_key_file") is not None:
+        secret_key = _read_secret(f"{key}.secret_access_key_file",
+                                  base / _string(f"{key}.secret_access_key_file", entry["secret_access_key_file"]))
+    if secret_key is not None:
+        body["secret_access_key"] = secret_key
+    if entry.get("json_key_file") is not None:
+        body["json_key"] = _read_secret(f"{key}.json_key_file", base / _string(f"{key}.json_key_file",
+                                                                                entry["json_key_file"]))
+    try:
+        return parse_credential({k: v for k, v in body.items() if v is not None}, address=address)
+    except KindError as exc:
+        shown = "json_key_file" if exc.field == "json_key" else exc.field
+        raise SettingsError(f"Config '{key}.{shown}' is not usable: {exc}.") from None
 
 
 def _pem_file(base: Path, key: str, value: Any) -> str | None:

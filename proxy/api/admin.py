@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.api.admin_input import check_address, check_whitelist, read_body
-from proxy.api.admin_kinds import ALL_FIELDS, FIELD_TYPES, parse_credential, parse_edit
+from proxy.credential_kinds import ALL_FIELDS, FIELD_TYPES, KindError, parse_credential, parse_edit
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.openapi import OPENAPI
 from proxy.api.state import ADMIN_TOKEN, LIVE
@@ -95,7 +95,10 @@ async def list_registries(request: web.Request) -> web.Response:
 async def add_registry(request: web.Request) -> web.Response:
     body = await read_body(request, allowed=ALL_FIELDS, required=("address",), types=FIELD_TYPES)
     address = check_address(body["address"])
-    given = parse_credential(body, address=address)
+    try:
+        given = parse_credential(body, address=address)
+    except KindError as exc:
+        raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
     live = request.app[LIVE]
     record = await live.change(lambda: live.registries.add(
         address=address, email=given.email, username=given.username, password=given.secret, kind=given.kind,
@@ -116,7 +119,10 @@ async def edit_registry(request: web.Request) -> web.Response:
     if "address" in body and check_address(body["address"]) != record.address:
         raise ApiError(ApiErrorCode.INVALID, "the address of a credential cannot change: delete this credential "
                        "and add a new one for the new address", field="address")
-    given = parse_edit(record, body)
+    try:
+        given = parse_edit(record, body)
+    except KindError as exc:
+        raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
     updated = await _write(live, lambda: live.registries.update(
         record.id, email=given.email, username=given.username, password=given.secret, options=given.options))
     return web.json_response(_registry(live, updated))

@@ -11,11 +11,9 @@ from aiohttp import web
 from proxy.errors import ApiError, ApiErrorCode
 from proxy.reference import InvalidReference, parse_address
 
-__all__ = ["check_address", "check_email", "check_password", "check_username", "check_whitelist", "read_body"]
+__all__ = ["check_address", "check_whitelist", "read_body"]
 
 MAX_BODY = 64 * 1024
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 async def read_body(request: web.Request, *, allowed: tuple[str, ...], required: tuple[str, ...],
@@ -53,31 +51,6 @@ def check_address(value: str) -> str:
         return parse_address(value)
     except InvalidReference as exc:
         raise ApiError(ApiErrorCode.INVALID, str(exc), field="address") from None
-
-
-def check_email(value: str) -> str:
-    if value and not _EMAIL.fullmatch(value) or len(value) > 254 or _CONTROL.search(value):
-        raise ApiError(ApiErrorCode.INVALID, "email must look like name@example.com, or be empty", field="email")
-    return value
-
-
-def check_username(value: str) -> str:
-    if not value:
-        raise ApiError(ApiErrorCode.INVALID, "username must not be empty", field="username")
-    if len(value) > 255 or ":" in value or _CONTROL.search(value):
-        # A colon would split differently in HTTP Basic credentials.
-        raise ApiError(ApiErrorCode.INVALID, "username must be at most 255 characters, without ':' or control "
-                       "characters", field="username")
-    return value
-
-
-def check_password(value: str) -> str:
-    if not value:
-        raise ApiError(ApiErrorCode.INVALID, "password must not be empty", field="password")
-    if len(value) > 16384 or "\x00" in value:
-        raise ApiError(ApiErrorCode.INVALID, "password must be at most 16384 characters, without NUL",
-                       field="password")
-    return value
 
 
 def check_whitelist(value: str) -> str:

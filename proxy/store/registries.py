@@ -114,7 +114,7 @@ class RegistryStore:
 
     async def sync_config(self, configs: Mapping[str, RegistryConfig]) -> None:
         """Make the config file's credentials the store's ``source: config`` rows."""
-        wanted = {a: c for a, c in configs.items() if c.username is not None and c.password is not None}
+        wanted = {a: c.credential for a, c in configs.items() if c.credential is not None}
 
         def sync(conn: sqlite3.Connection) -> None:
             rows = conn.execute("SELECT * FROM registries WHERE source = 'config'").fetchall()
@@ -123,18 +123,21 @@ class RegistryStore:
             for address, row in existing.items():
                 if address not in wanted:
                     conn.execute("DELETE FROM registries WHERE id = ?", (row["id"],))
-            for address, config in wanted.items():
+            for address, given in wanted.items():
                 row = existing.get(address)
+                options = json.dumps(given.options)
                 if row is None:
                     cursor = conn.execute(
-                        "INSERT INTO registries (address, email, username, active, source, created, updated)"
-                        " VALUES (?, ?, ?, 1, 'config', ?, ?)", (address, config.email or "", config.username, now, now))
+                        "INSERT INTO registries (address, email, username, active, source, created, updated, kind,"
+                        " options) VALUES (?, ?, ?, 1, 'config', ?, ?, ?, ?)",
+                        (address, given.email, given.username, now, now, given.kind, options))
                     record_id = int(cursor.lastrowid or 0)
                 else:
                     record_id = row["id"]
-                    conn.execute("UPDATE registries SET email = ?, username = ?, active = 1, updated = ? WHERE id = ?",
-                                 (config.email or "", config.username, now, record_id))
-                self._set_secret(conn, record_id, config.password or "")
+                    conn.execute("UPDATE registries SET email = ?, username = ?, kind = ?, options = ?, active = 1,"
+                                 " updated = ? WHERE id = ?",
+                                 (given.email, given.username, given.kind, options, now, record_id))
+                self._set_secret(conn, record_id, given.secret)
 
         await self._db.transaction(sync)
 

@@ -196,3 +196,23 @@ def test_bad_cloud_credentials_are_refused_naming_the_problem(make_proxy: ProxyF
     assert reply.json()["error"]["field"] == field
     assert message in reply.json()["error"]["message"]
     assert admin.registries() == []
+
+
+def test_ecr_from_the_config_file(registry: Upstream, short_tokens: TokenServer, make_proxy: ProxyFactory,
+                                  tmp_path: Path) -> None:
+    fake = ecr_fixture(short_tokens, lifetime=3600)
+    try:
+        secret_file = tmp_path / "aws-secret"
+        secret_file.write_text(SECRET_KEY + "\n")
+        token = new_token()
+        proxy = make_proxy({"registries": [{
+            "address": ECR, "endpoint": registry.url, "kind": "ecr", "access_key_id": fake.access_key_id,
+            "secret_access_key_file": str(secret_file), "aws_endpoint_url": fake.url, "renew_margin": "10m"}]},
+            env={"REGISTRY_PROXY_ADMIN_TOKEN": token, **AWS_ISOLATION})
+        assert get(proxy.host, f"/v2/{ECR}/private/app/manifests/1").status == 200
+        [entry] = Admin(proxy.host, token).registries()
+        assert (entry["kind"], entry["source"], entry["renew_margin"]) == ("ecr", "config", 600)
+        assert entry["token"]["last_result"] == "ok" and fake.mints == 1
+        assert SECRET_KEY not in proxy.log_text()
+    finally:
+        fake.stop()

@@ -151,11 +151,18 @@ def test_later_registries_entry_for_the_same_address_wins(tmp_path: Path) -> Non
     settings = load(tmp_path, """
         registries:
           - {address: index.docker.io, username: old, password: a}
-          - {address: quay.io, username: q}
+          - {address: quay.io, endpoint: "https://mirror.example.com"}
           - {address: docker.io, username: new, password: b}
     """)
     assert settings.registries["docker.io"] == RegistryConfig("docker.io", username="new", password="b")
+    credential = settings.registries["docker.io"].credential
+    assert credential is not None and (credential.username, credential.secret) == ("new", "b")
     assert set(settings.registries) == {"docker.io", "quay.io"}
+
+
+def test_a_username_without_a_password_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"'registries\[0\]\.password'.*password is required"):
+        load(tmp_path, "registries: [{address: quay.io, username: q}]")
 
 
 def test_password_is_not_shown_in_repr(tmp_path: Path) -> None:

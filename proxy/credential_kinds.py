@@ -1,22 +1,23 @@
 """What a credential of each kind takes: basic (username and password), ecr, gcr.
 
 ECR and GCR credentials hold what the proxy needs to mint registry
-passwords itself; their secrets are write-only like any password.
+passwords itself; their secrets are write-only like any password. The admin
+API and the config file both check credentials here, so they agree.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.api.admin_input import check_email, check_password, check_username
-from proxy.errors import ApiError, ApiErrorCode
-from proxy.store.registries import RegistryRecord
 from proxy.upstream.providers.ecr import parse_ecr_address
 from proxy.upstream.providers.gcr import GCR_MODES, check_gcr_address, parse_service_account_key
 
-__all__ = ["ALL_FIELDS", "FIELD_TYPES", "KINDS", "CredentialInput", "parse_credential", "parse_edit"]
+if TYPE_CHECKING:
+    from proxy.store.registries import RegistryRecord
+
+__all__ = ["ALL_FIELDS", "FIELD_TYPES", "KINDS", "CredentialInput", "KindError", "parse_credential", "parse_edit"]
 
 KINDS = ("basic", "ecr", "gcr")
 _KIND_FIELDS = {
@@ -31,6 +32,16 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {"renew_margin": (int, float)}
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 _URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?")
 _ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class KindError(ValueError):
+    """A credential field that does not fit; ``field`` names it."""
+
+    def __init__(self, message: str, field: str) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -128,5 +139,30 @@ def _gcr(body: dict[str, Any], address: str, email: str, margin: float | None) -
     return CredentialInput("gcr", email, username, key_text, options)
 
 
-def _invalid(name: str, message: str) -> ApiError:
-    return ApiError(ApiErrorCode.INVALID, message, field=name)
+def check_email(value: str) -> str:
+    if value and not _EMAIL.fullmatch(value) or len(value) > 254 or _CONTROL.search(value):
+        raise KindError("email must look like name@example.com, or be empty", "email")
+    return value
+
+
+def check_username(value: str) -> str:
+    if not value:
+        raise KindError("username must not be empty", "username")
+    if len(value) > 255 or ":" in value or _CONTROL.search(value):
+        # A colon would split differently in HTTP Basic credentials.
+        raise KindError("username must be at most 255 characters, without ':' or control "
+                       "characters", "username")
+    return value
+
+
+def check_password(value: str) -> str:
+    if not value:
+        raise KindError("password must not be empty", "password")
+    if len(value) > 16384 or "\x00" in value:
+        raise KindError("password must be at most 16384 characters, without NUL",
+                    "password")
+    return value
+
+
+def _invalid(name: str, message: str) -> KindError:
+    return KindError(message, name)
