@@ -135,7 +135,7 @@ class ManifestService:
         if link is None or (access is not None and link.access != access):
             return None
         if head:
-            size = self._store.size(digest)
+            size = self._store.size(digest, "manifest")
             return None if size is None else Manifest(str(digest), link.media_type, size, None, cache)
         body = self._store.read_small(digest)
         if body is None:

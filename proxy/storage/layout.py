@@ -3,9 +3,10 @@
 ::
 
     <data_dir>/cache/
-      blobs/<alg>/<hex[:2]>/<hex>        verified content, blobs and manifests alike;
-                                         only ever created by rename after the digest
-                                         was checked, so a file here is never partial
+      blobs/<alg>/<hex[:2]>/<hex>        verified blob content; only ever created by
+                                         rename after the digest was checked, so a
+                                         file here is never partial
+      manifests/<alg>/<hex[:2]>/<hex>    verified manifests, the same way
       tmp/<random>                       downloads in progress; removed at start
       repos/<registry>/<repository>/     what one upstream repository is known to hold
         _blobs/<alg>/<hex>               link: the blob was seen here, with which access
@@ -25,22 +26,31 @@ from pathlib import Path
 
 from proxy.reference import Digest, Target
 
-__all__ = ["Layout", "atomic_write"]
+__all__ = ["KINDS", "Layout", "atomic_write"]
+
+KINDS = ("blob", "manifest")
 
 
 class Layout:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "cache"
         self.blobs = self.root / "blobs"
+        self.manifests = self.root / "manifests"
         self.tmp = self.root / "tmp"
         self.repos = self.root / "repos"
 
     def create(self) -> None:
-        for path in (self.blobs, self.tmp, self.repos):
+        for path in (self.blobs, self.manifests, self.tmp, self.repos):
             path.mkdir(parents=True, exist_ok=True)
 
+    def content_root(self, kind: str) -> Path:
+        return self.manifests if kind == "manifest" else self.blobs
+
+    def content(self, kind: str, digest: Digest) -> Path:
+        return self.content_root(kind) / digest.algorithm / digest.hex[:2] / digest.hex
+
     def blob(self, digest: Digest) -> Path:
-        return self.blobs / digest.algorithm / digest.hex[:2] / digest.hex
+        return self.content("blob", digest)
 
     def repo(self, target: Target) -> Path:
         # Names were checked against the grammar (no "..", no empty parts)

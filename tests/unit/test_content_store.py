@@ -42,7 +42,8 @@ def cached(store: ContentStore, digest: Digest) -> bool:
 
 
 def disk_usage(store: ContentStore) -> int:
-    return sum(p.stat().st_size for p in store.layout.blobs.rglob("*") if p.is_file())
+    roots = (store.layout.blobs, store.layout.manifests)
+    return sum(p.stat().st_size for root in roots for p in root.rglob("*") if p.is_file())
 
 
 def test_commit_then_open_and_size(tmp_path: Path) -> None:
@@ -54,7 +55,7 @@ def test_commit_then_open_and_size(tmp_path: Path) -> None:
         assert opened is not None
         f, size = opened
         assert (f.read(), size) == (data, len(data))
-    assert store.read_small(digest) == data
+    assert store.read_small(digest, "blob") == data
     assert list(store.layout.tmp.iterdir()) == []
 
 
@@ -62,7 +63,7 @@ def test_unknown_content_is_absent(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     missing = digest_of(b"never stored")
     assert store.size(missing) is None
-    assert store.read_small(missing) is None
+    assert store.read_small(missing, "blob") is None
     with store.open(missing) as opened:
         assert opened is None
 
@@ -71,7 +72,7 @@ def test_content_deleted_behind_our_back_is_forgotten(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     digest = add(store, b"x" * 10)
     store.layout.blob(digest).unlink()
-    assert store.read_small(digest) is None
+    assert store.read_small(digest, "blob") is None
     assert store.size(digest) is None
 
 
@@ -82,6 +83,8 @@ def test_put_small_content_is_idempotent(tmp_path: Path) -> None:
     store.put(digest, manifest)
     store.put(digest, manifest)
     assert store.read_small(digest) == manifest
+    assert store.size(digest) is None  # a manifest is not a blob of the same digest
+    assert store.counts["manifest"] == 1 and store.counts["blob"] == 0
     assert len(store) == 1
     assert store.used == len(manifest) == disk_usage(store)
     assert list(store.layout.tmp.iterdir()) == []
@@ -103,7 +106,7 @@ def test_load_removes_leftover_temp_files_and_indexes_existing_content(tmp_path:
     assert not stray.exists()
     assert len(second) == 3
     assert [second.size(d) for d in kept] == [10, 11, 12]
-    assert second.read_small(kept[2]) == bytes([2]) * 12
+    assert second.read_small(kept[2], "blob") == bytes([2]) * 12
 
 
 def test_load_evicts_oldest_first_when_over_the_limit(tmp_path: Path) -> None:
@@ -121,12 +124,12 @@ def test_load_evicts_oldest_first_when_over_the_limit(tmp_path: Path) -> None:
 def test_least_recently_read_is_evicted_first(tmp_path: Path) -> None:
     store = new_store(tmp_path, max_size=30)
     a, b, c = (add(store, name * 10) for name in (b"a", b"b", b"c"))
-    assert store.read_small(a) is not None  # a is now the most recently used
+    assert store.read_small(a, "blob") is not None  # a is now the most recently used
     d = add(store, b"d" * 10)
     assert (cached(store, a), cached(store, b), cached(store, c), cached(store, d)) == (True, False, True, True)
     e = add(store, b"e" * 10)
     assert not cached(store, c) and cached(store, e)
-    assert store.read_small(b) is None
+    assert store.read_small(b, "blob") is None
     assert disk_usage(store) <= 30
 
 
@@ -163,7 +166,7 @@ def test_open_entry_is_never_evicted_and_reads_in_full(tmp_path: Path) -> None:
         rest = f.read()
     assert head + rest == data and size == len(data)
     assert cached(store, newest)
-    assert store.read_small(leased) == data
+    assert store.read_small(leased, "blob") == data
     # Once released, it is evictable again.
     add(store, b"z" * (len(data) + 10))
     assert not cached(store, leased)
