@@ -7,12 +7,17 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
+import aiohttp_jinja2
+import jinja2
 from aiohttp import web
 
 from proxy.admin_token import resolve_admin_token
 from proxy.api.admin import admin_errors, setup_admin_routes
 from proxy.api.errors import add_api_version, registry_errors
-from proxy.api.state import ADMIN_TOKEN, LIVE, SERVICES, SETTINGS, Services
+from proxy.api.humanize import ago, human_bytes, human_duration, until
+from proxy.api.observe import new_observer, observe_requests, setup_observe_routes, state_collector
+from proxy.api.state import ADMIN_TOKEN, LIVE, OBSERVER, SERVICES, SETTINGS, Services
+from proxy.api.status import setup_status_routes
 from proxy.api.v2 import setup_routes
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
@@ -37,13 +42,18 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[admin_errors, registry_errors])
+    app = web.Application(middlewares=[admin_errors, observe_requests, registry_errors])
     app[SETTINGS] = settings
+    app[OBSERVER] = new_observer(app)
     app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_services)
     app.on_response_prepare.append(add_api_version)
+    env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("proxy", "templates"), autoescape=True)
+    env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
     setup_routes(app)
     setup_admin_routes(app)
+    setup_observe_routes(app)
+    setup_status_routes(app)
     return app
 
 
@@ -78,13 +88,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(store.load)
     index = RepositoryIndex(layout)
     pools = open_pools()
-    upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"))
+    upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"),
+                              observer=app[OBSERVER])
     app[SERVICES] = Services(
         router=Router(lambda: live.policy),
         upstream=upstream,
         blobs=BlobService(store=store, index=index, upstream=upstream),
         manifests=ManifestService(store=store, index=index, upstream=upstream, cache=settings.cache),
+        store=store,
     )
+    app[OBSERVER].add_collector(state_collector(app))
     try:
         yield
     finally:

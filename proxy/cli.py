@@ -86,7 +86,10 @@ async def _serve(settings: Settings) -> None:
     # Imported here so the admin commands start without loading the server.
     from proxy.app import create_app
 
-    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    from proxy.api.accesslog import AccessLogger
+
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log_class=AccessLogger,
+                           access_log_format=settings.log_format)
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
     log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__,

@@ -26,13 +26,16 @@ _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, 
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
                "tb": 1000**4, "tib": 1024**4}
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log", "admin", "secrets", "tls")
+_TOP_KEYS = ("listen", "data_dir", "settings", "cache", "registries", "log", "admin", "secrets", "tls", "status",
+             "metrics")
+_PUBLIC_KEYS = ("public",)
 _SETTING_NAMES = ("registry.default", "registry.whitelist")
-_CACHE_KEYS = ("max_size", "tag_ttl", "max_stale", "max_manifest_size")
+_CACHE_KEYS = ("max_size", "tag_ttl", "max_stale", "max_manifest_size", "min_free")
 _REGISTRY_KEYS = ("address", "endpoint", "username", "password", "password_file", "email", "insecure",
                   "ca_cert", "client_cert", "client_key", "kind", "access_key_id", "secret_access_key",
                   "secret_access_key_file", "role_arn", "aws_endpoint_url", "renew_margin", "json_key_file", "mode")
-_LOG_KEYS = ("level",)
+_LOG_KEYS = ("level", "format")
+_LOG_FORMATS = ("text", "json")
 _ADMIN_KEYS = ("token_file",)
 _SECRETS_KEYS = ("key_file",)
 _TLS_KEYS = ("cert_file", "key_file", "reload_interval")
@@ -70,6 +73,8 @@ class CacheSettings:
     tag_ttl: float = 300.0
     max_stale: float = 7 * 86400.0
     max_manifest_size: int = 4 * 1024**2
+    # /readyz fails below this much free space where the cache lives.
+    min_free: int = 1024**3
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class Settings:
     cache: CacheSettings = CacheSettings()
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     log_level: str = "info"
+    log_format: str = "text"
+    status_public: bool = False
+    metrics_public: bool = True
     # Run-time settings the file names, normalised; seeded into the store at start.
     file_settings: Mapping[str, str] = field(default_factory=dict)
     admin_token_file: Path | None = None
@@ -177,6 +185,13 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
     log_level = _string("log.level", log.get("level", "info")).lower()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"Config 'log.level' has value '{log_level}'. Use one of: {', '.join(_LOG_LEVELS)}.")
+    log_format = _string("log.format", log.get("format", "text")).lower()
+    if log_format not in _LOG_FORMATS:
+        raise SettingsError(f"Config 'log.format' has value '{log_format}'. Use one of: {', '.join(_LOG_FORMATS)}.")
+    status = _mapping("status", raw.get("status", {}))
+    _check_keys("status.", status, _PUBLIC_KEYS)
+    metrics = _mapping("metrics", raw.get("metrics", {}))
+    _check_keys("metrics.", metrics, _PUBLIC_KEYS)
     return Settings(
         listen_host=host,
         listen_port=port,
@@ -186,6 +201,9 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         cache=_cache(_mapping("cache", raw.get("cache", {}))),
         registries=_registries(raw.get("registries", []), base),
         log_level=log_level,
+        log_format=log_format,
+        status_public=_bool("status.public", status.get("public", False)),
+        metrics_public=_bool("metrics.public", metrics.get("public", True)),
         file_settings=file_settings,
         admin_token_file=_path(base, "admin.token_file", admin.get("token_file")),
         secret_key_file=_path(base, "secrets.key_file", secrets.get("key_file")),
@@ -206,6 +224,7 @@ def _cache(raw: Mapping[str, Any]) -> CacheSettings:
         tag_ttl=_duration("cache.tag_ttl", raw.get("tag_ttl", d.tag_ttl)),
         max_stale=_duration("cache.max_stale", raw.get("max_stale", d.max_stale)),
         max_manifest_size=_size("cache.max_manifest_size", raw.get("max_manifest_size", d.max_manifest_size)),
+        min_free=_size("cache.min_free", raw.get("min_free", d.min_free)),
     )
 
 

@@ -6,7 +6,6 @@ before the answer, and applies to the next pull.
 
 from __future__ import annotations
 
-import hmac
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -18,7 +17,8 @@ from proxy.api.admin_input import check_address, check_whitelist, read_body
 from proxy.credential_kinds import ALL_FIELDS, FIELD_TYPES, KindError, parse_credential, parse_edit
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.openapi import OPENAPI
-from proxy.api.state import ADMIN_TOKEN, LIVE
+from proxy.api.auth import has_admin_token
+from proxy.api.state import LIVE
 from proxy.errors import ApiError, ApiErrorCode
 from proxy.store.live import LiveState
 from proxy.store.registries import ManagedByConfig, NotFound, RegistryRecord
@@ -74,9 +74,7 @@ def _render(err: ApiError) -> web.Response:
 
 
 def _authorize(request: web.Request) -> None:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    expected = request.app[ADMIN_TOKEN].value
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+    if not has_admin_token(request):
         raise ApiError(ApiErrorCode.UNAUTHORIZED, "send the admin token as 'Authorization: Bearer <token>'")
 
 

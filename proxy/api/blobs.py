@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from proxy.api.state import Services
+from proxy.api.state import OBSERVER, Services
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobStreamError
 from proxy.reference import Digest, Target
@@ -43,10 +43,14 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
         response = web.StreamResponse(status=status, headers=headers)
         if end is not None:
             response.content_length = end - start
+        observer = request.app[OBSERVER]
+        observer.cache_result("blob", body.source, target.registry)
+        served = observer.bytes_served.labels("cache" if body.source == "hit" else "upstream")
         await response.prepare(request)
         try:
             async for chunk in body.read(start, end):
                 await response.write(chunk)
+                served.inc(len(chunk))
         except BlobStreamError:
             # Headers are gone already; a cut connection is the only honest
             # way left to tell the client this body is not the blob.

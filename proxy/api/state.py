@@ -10,11 +10,13 @@ from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
 from proxy.admin_token import AdminToken
+from proxy.observe import Observer
 from proxy.settings import Settings
+from proxy.storage.content import ContentStore
 from proxy.store.live import LiveState
 from proxy.upstream.client import UpstreamClient
 
-__all__ = ["ADMIN_TOKEN", "LIVE", "SERVICES", "SETTINGS", "Services"]
+__all__ = ["ADMIN_TOKEN", "LIVE", "OBSERVER", "SERVICES", "SETTINGS", "Services"]
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,11 @@ class Services:
     upstream: UpstreamClient
     blobs: BlobService
     manifests: ManifestService
+    store: ContentStore
 
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 LIVE = web.AppKey("live", LiveState)
 ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)
+OBSERVER = web.AppKey("observer", Observer)

@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl, urlencode
 from aiohttp import web
 
 from proxy.api.blobs import serve_blob
-from proxy.api.state import SERVICES
+from proxy.api.observe import ENDPOINT, REGISTRY
+from proxy.api.state import OBSERVER, SERVICES
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.tags import list_tags
 from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
@@ -50,7 +51,16 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     name = match["name"]
     ns = request.query.get("ns")
-    target = services.router.resolve(name, ns)
+    request[ENDPOINT] = {"blobs": "blob", "manifests": "manifest"}.get(match["kind"] or "", "tags")
+    try:
+        target = services.router.resolve(name, ns)
+    except RegistryError as err:
+        if err.code is ErrorCode.DENIED and isinstance(err.detail, dict):
+            observer = request.app[OBSERVER]
+            request[REGISTRY] = err.detail["registry"]
+            observer.whitelist_denials.labels(observer.label(err.detail["registry"])).inc()
+        raise
+    request[REGISTRY] = target.registry
     if match["kind"] == "blobs":
         return await serve_blob(request, services, target, _digest(match["ref"]))
     if match["kind"] == "manifests":
@@ -64,6 +74,10 @@ async def _manifest(request: web.Request, target: Target, ref: str) -> web.Respo
     accept = ", ".join(request.headers.getall("Accept", [])) or None
     manifest = await services.manifests.get(target, reference, accept=accept,
                                             head=request.method == "HEAD")
+    observer = request.app[OBSERVER]
+    observer.cache_result("manifest", manifest.cache, target.registry)
+    if manifest.body is not None:
+        observer.bytes_served.labels("upstream" if manifest.cache == "miss" else "cache").inc(len(manifest.body))
     headers = {
         "Content-Type": manifest.media_type,
         "Docker-Content-Digest": manifest.digest,

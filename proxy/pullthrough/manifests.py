@@ -53,6 +53,10 @@ class ManifestService:
         self._cache = cache
         self._flights: SingleFlight[Hashable, Manifest] = SingleFlight()
 
+    @property
+    def joins(self) -> int:
+        return self._flights.joins
+
     async def get(self, target: Target, reference: str | Digest, *, accept: str | None, head: bool) -> Manifest:
         access = self._upstream.access_key(target.registry)
         if isinstance(reference, Digest):

@@ -42,6 +42,7 @@ class LiveState:
         self.in_use: dict[str, RegistryRecord] = {}
         self.values: dict[str, SettingValue] = {}
         self.upstream_records: dict[str, UpstreamRecord] = {}
+        self._known: frozenset[str] = frozenset()
         self.policy = RoutingPolicy(DOCKER_HUB)
         self.minted = MintedCredentials()
 
@@ -62,6 +63,11 @@ class LiveState:
         default = values["registry.default"].value or DOCKER_HUB
         whitelist = parse_whitelist(values["registry.whitelist"].value, key="registry.whitelist")
         self.policy = RoutingPolicy(parse_address(default), whitelist)
+        self._known = frozenset(set(self._configs) | set(upstreams) | {r.address for r in records}
+                                | set(whitelist) | {self.policy.default_registry})
+
+    async def ping(self) -> None:
+        await self.settings.all()
 
     async def change(self, write: Callable[[], Awaitable[T]]) -> T:
         """Commit one write, then refresh the snapshot before anyone sees the answer."""
@@ -83,6 +89,10 @@ class LiveState:
             return Endpoint(registry, default, configured=configured)
         tls = TlsOptions(upstream.ca_cert, upstream.client_cert, upstream.client_key)
         return Endpoint(registry, upstream.endpoint or default, configured=True, insecure=upstream.insecure, tls=tls)
+
+    def known_registries(self) -> frozenset[str]:
+        """Registries an operator named anywhere: these keep their name in metrics."""
+        return self._known
 
     def managed_by_config(self, address: str) -> bool:
         config = self._configs.get(address)

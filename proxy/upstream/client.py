@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ import aiohttp
 from yarl import URL
 
 from proxy.errors import ErrorCode, RegistryError
+from proxy.observe import Observer
 from proxy.reference import Target
 from proxy.upstream.auth import Authenticator
 from proxy.upstream.challenge import parse_challenges
@@ -35,10 +37,12 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class UpstreamClient:
-    def __init__(self, *, pools: Pools, registries: RegistryDirectory, tls: TlsContexts) -> None:
+    def __init__(self, *, pools: Pools, registries: RegistryDirectory, tls: TlsContexts,
+                 observer: Observer) -> None:
         self.registries = registries
         self._pools = pools
         self._tls = tls
+        self._observer = observer
         self._auth = Authenticator(pools)
         # Registries marked insecure that turned out to speak plain HTTP only.
         self._plain_http: set[str] = set()
@@ -71,6 +75,8 @@ class UpstreamClient:
                 note = self.registries.credential_note(target.registry) if resp.status == 401 else None
                 if note:
                     error.message = f"{error.message} ({note})"
+                if resp.status != 404:  # unknown tags are routine, not upstream trouble
+                    self._observer.upstream_failed(target.registry, error.message)
                 raise error
             yield resp
         finally:
@@ -140,13 +146,19 @@ class UpstreamClient:
     async def _request(self, endpoint: Endpoint, method: str, url: URL, headers: Mapping[str, str],
                        params: Mapping[str, str] | None, *, tls: ssl.SSLContext | bool) -> aiohttp.ClientResponse:
         session = self._pools.for_registry(endpoint.configured)
+        started = time.monotonic()
         try:
             if not endpoint.configured:
                 check_literal(url.host or "")
-            return await session.request(method, url, headers=headers, params=params, allow_redirects=False,
+            resp = await session.request(method, url, headers=headers, params=params, allow_redirects=False,
                                          ssl=tls)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise connection_error(endpoint, exc) from None
+            error = connection_error(endpoint, exc)
+            self._observer.upstream_failed(endpoint.registry, error.message)
+            raise error from None
+        self._observer.upstream_answered(endpoint.registry, resp.status, time.monotonic() - started,
+                                         resp.headers.get("ratelimit-remaining"))
+        return resp
 
     async def _follow_redirects(self, endpoint: Endpoint, method: str, resp: aiohttp.ClientResponse,
                                 headers: Mapping[str, str]) -> aiohttp.ClientResponse:

@@ -41,6 +41,7 @@ class MintState:
     last_attempt: float | None = None
     last_result: str = "never minted"
     failures: int = 0
+    failures_total: int = 0
     mints: int = 0
 
     def valid(self, now: float) -> bool:
@@ -138,6 +139,7 @@ class MintedCredentials:
             minted = await asyncio.to_thread(state.minter.mint)
         except MintError as exc:
             state.failures += 1
+            state.failures_total += 1
             state.last_result = f"failed: {exc}"
             log.warning("minting credentials for %s failed (%d in a row): %s", state.registry, state.failures, exc)
             raise

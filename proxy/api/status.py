@@ -1,0 +1,96 @@
+"""The status page (/) and its JSON twin (/status.json): health, settings, registries, cache.
+
+Never a secret: credentials appear as id and username, minted tokens as
+their timestamps and last refresh result.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from proxy import __version__
+from proxy.api.auth import require_admin
+from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
+
+__all__ = ["setup_status_routes", "status_data"]
+
+
+def setup_status_routes(app: web.Application) -> None:
+    app.router.add_get("/", page)
+    app.router.add_get("/status.json", as_json)
+
+
+async def page(request: web.Request) -> web.Response:
+    _check(request)
+    return aiohttp_jinja2.render_template("status.html", request, status_data(request.app))
+
+
+async def as_json(request: web.Request) -> web.Response:
+    _check(request)
+    return web.json_response(status_data(request.app))
+
+
+def _check(request: web.Request) -> None:
+    if not request.app[SETTINGS].status_public:
+        require_admin(request, realm_basic=True)
+
+
+def status_data(app: web.Application) -> dict[str, Any]:
+    settings, live, observer, services = app[SETTINGS], app[LIVE], app[OBSERVER], app[SERVICES]
+    now = time.time()
+    store = services.store
+    answered = observer.hits + observer.misses
+    return {
+        "version": __version__,
+        "started": observer.started,
+        "uptime_seconds": now - observer.started,
+        "listen": settings.listen,
+        "tls": settings.tls is not None,
+        "settings": {name: {"value": value.value, "source": value.source} for name, value in live.values.items()},
+        "environments": [{"name": "default", "registries": _registries(app, now)}],
+        "cache": {
+            "used_bytes": store.used, "max_bytes": store.max_size,
+            "blobs": store.counts["blob"], "manifests": store.counts["manifest"],
+            "hits": observer.hits, "misses": observer.misses,
+            "hit_ratio": observer.hits / answered if answered else None,
+            "evictions": store.evictions, "stale_serves": observer.stale,
+            "inflight_fetches": services.blobs.in_flight,
+        },
+    }
+
+
+def _registries(app: web.Application, now: float) -> list[dict[str, Any]]:
+    live, observer = app[LIVE], app[OBSERVER]
+    addresses = sorted(live.known_registries() | set(observer.upstreams) | {r.address for r in live.records})
+    rows = []
+    for address in addresses:
+        records = [r for r in live.records if r.address == address]
+        chosen = live.in_use.get(address)
+        upstream = observer.upstreams.get(address)
+        row: dict[str, Any] = {
+            "address": address,
+            "endpoint": live.endpoint(address).url,
+            "kind": chosen.kind if chosen else (records[-1].kind if records else "anonymous"),
+            "state": "active" if chosen else ("inactive" if records else "anonymous"),
+            "credential": {"id": chosen.id, "username": chosen.username} if chosen else None,
+            "credentials": len(records),
+            "token": None,
+            "last_status": upstream.last_status if upstream else None,
+            "last_latency_ms": round(upstream.last_latency * 1000, 1) if upstream and upstream.last_latency else None,
+            "last_seen": upstream.last_seen if upstream else None,
+            "ratelimit_remaining": upstream.ratelimit_remaining if upstream else None,
+            "errors": [{"time": when, "message": message} for when, message in (upstream.errors if upstream else [])][::-1],
+        }
+        state = live.minted.states.get(f"cred:{chosen.id}") if chosen else None
+        if state is not None:
+            row["token"] = {
+                "minted_at": state.minted_at,
+                "expires_at": state.minted.expires_at if state.minted else None,
+                "next_refresh": state.refresh_at, "last_result": state.last_result, "failures": state.failures,
+            }
+        rows.append(row)
+    return rows

@@ -1,0 +1,113 @@
+"""What the proxy saw: Prometheus metrics and per-upstream state for the status page.
+
+One ``Observer`` per application, with its own CollectorRegistry, so nothing
+is module-global. Registry labels are bounded: a registry the operator
+configured, whitelisted or made the default keeps its name; every other one
+is ``other``. Repository names and digests never become labels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = ["Observer", "UpstreamState"]
+
+OTHER = "other"
+
+
+@dataclass
+class UpstreamState:
+    last_status: int | None = None
+    last_latency: float | None = None
+    last_seen: float | None = None
+    ratelimit_remaining: int | None = None
+    errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=10))
+
+
+class Observer:
+    def __init__(self, known_registries: Callable[[], Iterable[str]]) -> None:
+        self._known = known_registries
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.started = time.time()
+        self.upstreams: dict[str, UpstreamState] = {}
+        r = self.registry
+        self.requests = Counter("registry_proxy_requests", "Registry API requests answered",
+                                ["registry", "endpoint", "status_class"], registry=r)
+        self.bytes_served = Counter("registry_proxy_served_bytes", "Bytes of manifests and blobs sent to clients",
+                                    ["source"], registry=r)
+        self.cache_hits = Counter("registry_proxy_cache_hits", "Requests answered from the cache", ["kind"],
+                                  registry=r)
+        self.cache_misses = Counter("registry_proxy_cache_misses", "Requests that went upstream", ["kind"],
+                                    registry=r)
+        self.stale_serves = Counter("registry_proxy_stale_serves", "Cached tags served because the upstream "
+                                    "failed", ["registry"], registry=r)
+        self.whitelist_denials = Counter("registry_proxy_whitelist_denials", "Pulls refused by registry.whitelist",
+                                         ["registry"], registry=r)
+        self.upstream_duration = Histogram("registry_proxy_upstream_request_duration_seconds",
+                                           "Time to an upstream's response headers", ["registry"], registry=r,
+                                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.inflight = Gauge("registry_proxy_inflight_requests", "Registry API requests being answered",
+                              registry=r)
+        self.hits = 0
+        self.misses = 0
+        self.stale = 0
+
+    def label(self, registry: str | None) -> str:
+        if registry is None:
+            return "none"
+        return registry if registry in set(self._known()) else OTHER
+
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
+    # Events
+
+    def upstream_answered(self, registry: str, status: int, seconds: float, ratelimit: str | None) -> None:
+        state = self.upstreams.setdefault(registry, UpstreamState())
+        state.last_status, state.last_latency, state.last_seen = status, seconds, time.time()
+        if ratelimit is not None:
+            # Docker Hub: "ratelimit-remaining: 76;w=21600"
+            try:
+                state.ratelimit_remaining = int(ratelimit.split(";", 1)[0])
+            except ValueError:
+                pass
+        self.upstream_duration.labels(self.label(registry)).observe(seconds)
+
+    def upstream_failed(self, registry: str, message: str) -> None:
+        self.upstreams.setdefault(registry, UpstreamState()).errors.append((time.time(), message))
+
+    def cache_result(self, kind: str, result: str, registry: str) -> None:
+        if result in ("hit", "revalidated", "stale"):
+            self.cache_hits.labels(kind).inc()
+            self.hits += 1
+        else:
+            self.cache_misses.labels(kind).inc()
+            self.misses += 1
+        if result == "stale":
+            self.stale_serves.labels(self.label(registry)).inc()
+            self.stale += 1
+
+
+class StateCollector(Collector):
+    """Reads values that already live elsewhere (cache, minting) at scrape time."""
+
+    def __init__(self, read: Callable[[], list[Metric]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        return self._read()
+
+
+def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
