@@ -10,12 +10,13 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from proxy import __version__
 
@@ -32,6 +33,9 @@ MAX_ANSWER = 16 * 1024 * 1024
 # http.client raise an error that quotes the whole header, token included.
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# What a request body holds: the upstreams API takes booleans, and null to clear a field.
+Body: TypeAlias = Mapping[str, str | bool | None]
 
 MISSING_TOKEN = (f"no admin token: pass --token-file PATH (the proxy writes one to <data_dir>/admin-token on first "
                  f"start), set ${ADMIN_TOKEN_ENV}, or pass --token")
@@ -155,16 +159,35 @@ class AdminClient:
     def set_setting(self, name: str, value: str) -> dict[str, Any]:
         return self._call("PUT", f"/settings/{urllib.parse.quote(name, safe='')}", {"value": value})
 
+    # Upstreams: how each registry is reached
+
+    def list_upstreams(self) -> dict[str, Any]:
+        return self._call("GET", "/upstreams")
+
+    def show_upstream(self, address: str) -> dict[str, Any]:
+        return self._call("GET", _upstream_path(address))
+
+    def change_upstream(self, address: str, changes: Body, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """PATCH only the given fields; None clears one. ``secrets`` (the client key) are scrubbed from errors."""
+        return self._call("PATCH", _upstream_path(address), changes, secrets=secrets)
+
+    def delete_upstream(self, address: str) -> None:
+        self._request("DELETE", _upstream_path(address))
+
+    def presented_certificates(self, address: str) -> dict[str, Any]:
+        """The chain the registry presents to the proxy, fetched by the proxy without verifying it."""
+        return self._call("GET", f"{_upstream_path(address)}/certificates")
+
     # HTTP
 
-    def _call(self, method: str, path: str, body: Mapping[str, str] | None = None, *,
+    def _call(self, method: str, path: str, body: Body | None = None, *,
               secrets: Iterable[str] = ()) -> dict[str, Any]:
         answer = self._request(method, path, body, secrets=secrets)
         if answer is None:
             raise AdminError(f"the proxy at {self.url} sent an empty answer to {method} {path}")
         return answer
 
-    def _request(self, method: str, path: str, body: Mapping[str, str] | None = None, *,
+    def _request(self, method: str, path: str, body: Body | None = None, *,
                  secrets: Iterable[str] = ()) -> dict[str, Any] | None:
         hide = [self._token, *secrets]
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json",
@@ -181,6 +204,10 @@ class AdminClient:
             with exc:
                 raise self._failure(exc.code, exc.reason, _read(exc), hide) from None
         except urllib.error.URLError as exc:
+            if isinstance(exc.reason, ssl.SSLCertVerificationError):
+                raise AdminError(f"the proxy at {self.url} presented a certificate this machine does not trust "
+                                 f"({exc.reason.verify_message}); if a private CA signed it, point SSL_CERT_FILE "
+                                 "at that CA's PEM file") from None
             raise AdminError(f"the proxy at {self.url} is not reachable: {_reason(exc.reason)}") from None
         except TimeoutError:
             raise AdminError(f"the proxy at {self.url} did not answer within {self._timeout:g}s") from None
@@ -224,6 +251,12 @@ class AdminClient:
                               "(see the proxy's log)", status=status)
         return AdminError(f"the proxy at {self.url} answered HTTP {status} {_scrub(reason, hide)}; "
                           "does --url point at registry-proxy?", status=status)
+
+
+def _upstream_path(address: str) -> str:
+    # Quoted whole: the server then names what is wrong with a mistyped
+    # address ("drop the scheme") instead of the router answering 404.
+    return f"/upstreams/{urllib.parse.quote(address, safe='')}"
 
 
 def _read(exc: urllib.error.HTTPError) -> bytes:

@@ -1,5 +1,8 @@
 """Command line for the admin API: ``registry-proxy registries ...`` and ``registry-proxy settings ...``.
 
+``registry-proxy upstreams ...`` and ``registries fetch-ca`` live in
+``proxy.cli_upstreams``, on the parser and output helpers of this module.
+
 Passwords are never command-line arguments, where ``ps`` and shell history
 would show them: they come from stdin (``--password-stdin``) or a prompt.
 """
@@ -18,7 +21,7 @@ from proxy.admin_client import ADMIN_TOKEN_ENV, DEFAULT_URL, URL_ENV, AdminClien
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_parsers", "run_admin"]
 
-ADMIN_COMMANDS = ("registries", "settings")
+ADMIN_COMMANDS = ("registries", "settings", "upstreams")
 PROG = "registry-proxy"
 
 Handler = Callable[[AdminClient, argparse.Namespace], None]
@@ -29,6 +32,10 @@ _SETTING_FIELDS = ("name", "value", "source", "updated")
 
 
 def add_admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Imported here: cli_upstreams imports this module's helpers, so a
+    # top-level import would run it before they exist.
+    from proxy.cli_upstreams import add_fetch_ca_parser, add_upstreams_parser
+
     common = _common_options()
     registries = sub.add_parser("registries", help="manage upstream registry credentials (admin API)",
                                 description="Credentials the proxy uses for upstream registries. Several may "
@@ -56,6 +63,7 @@ def add_admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _id_argument(_leaf(actions, "activate", common, _activate, "use a credential again"))
     _id_argument(_leaf(actions, "deactivate", common, _deactivate, "stop using a credential at once"))
     _id_argument(_leaf(actions, "rm", common, _remove, "delete a credential and its stored password"))
+    add_fetch_ca_parser(actions, common)
 
     settings = sub.add_parser("settings", help="show and change run-time settings (admin API)",
                               description="Run-time settings; a change applies to the next pull and outlives "
@@ -67,6 +75,8 @@ def add_admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     set_.add_argument("name", metavar="NAME", help="registry.default or registry.whitelist")
     set_.add_argument("value", metavar="VALUE", help="the new value; for the whitelist comma-separated "
                       "addresses, '' for any registry")
+
+    add_upstreams_parser(sub, common)
 
 
 def run_admin(args: argparse.Namespace) -> int:

@@ -174,7 +174,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
                                 key="settings.registry.whitelist")
     file_settings = {"registry.default": default_registry} if "registry.default" in settings else {}
     if "registry.whitelist" in settings:
-        file_settings["registry.whitelist"] = ",".join(sorted(whitelist))
+        file_settings["registry.whitelist"] = ", ".join(sorted(whitelist))
     admin = _mapping("admin", raw.get("admin", {}))
     _check_keys("admin.", admin, _ADMIN_KEYS)
     secrets = _mapping("secrets", raw.get("secrets", {}))
@@ -310,6 +310,9 @@ def _server_tls(raw: Mapping[str, Any], base: Path) -> ServerTls | None:
         raise SettingsError(f"Config '{missing}' is missing. HTTPS needs both tls.cert_file and tls.key_file.")
     tls = ServerTls(base / _string("tls.cert_file", cert), base / _string("tls.key_file", key),
                     _duration("tls.reload_interval", raw.get("reload_interval", 30)))
+    if tls.reload_interval < 0.1:
+        raise SettingsError(f"Config 'tls.reload_interval' has value '{raw.get('reload_interval')}'. "
+                            "Use at least 0.1s.")
     for name, path in (("tls.cert_file", tls.cert_file), ("tls.key_file", tls.key_file)):
         if not path.is_file():
             raise SettingsError(f"Config '{name}' has value '{path}'. No such file.")
@@ -356,9 +359,17 @@ def _pem_file(base: Path, key: str, value: Any) -> str | None:
         return None
     path = base / _string(key, value)
     try:
-        return path.read_text()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"Config '{key}' has value '{value}'. Cannot read it: {exc}.") from None
+    if key.endswith("client_key"):
+        return text
+    # Only the certificate blocks: a combined cert+key file must not put the
+    # key where certificates are shown back (API, status page).
+    try:
+        return "".join(cert.pem for cert in parse_bundle(text))
+    except ValueError as exc:
+        raise SettingsError(f"Config '{key}' has value '{value}'. {exc}.") from None
 
 
 def _check_tls(key: str, ca_cert: str | None, client_cert: str | None, client_key: str | None) -> None:

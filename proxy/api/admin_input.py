@@ -13,7 +13,8 @@ from proxy.reference import InvalidReference, parse_address
 
 __all__ = ["check_address", "check_whitelist", "read_body"]
 
-MAX_BODY = 64 * 1024
+# Large enough for a CA bundle in an upstream's ca_cert.
+MAX_BODY = 1024 * 1024
 
 
 async def read_body(request: web.Request, *, allowed: tuple[str, ...], required: tuple[str, ...],

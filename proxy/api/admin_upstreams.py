@@ -24,7 +24,7 @@ from proxy.upstream.certs import check_client_pair, parse_bundle, presented_chai
 __all__ = ["setup_upstream_routes"]
 
 _FIELDS = ("endpoint", "insecure", "ca_cert", "client_cert", "client_key")
-_TYPES: dict[str, tuple[type, ...]] = {"endpoint": (str, type(None)), "insecure": (bool,),
+_TYPES: dict[str, tuple[type, ...]] = {"endpoint": (str, type(None)), "insecure": (bool, type(None)),
                                        "ca_cert": (str, type(None)), "client_cert": (str, type(None)),
                                        "client_key": (str, type(None))}
 _ENDPOINT = re.compile(r"https?://[^/\s?#]+/?")
@@ -57,7 +57,7 @@ async def change_upstream(request: web.Request) -> web.Response:
     body = await read_body(request, allowed=_FIELDS, required=(), types=_TYPES)
     current = live.upstream_records.get(address) or UpstreamRecord(address)
     merged = replace(current, source="api", **{k: v for k, v in body.items()})
-    _validate(merged, body)
+    merged = _validated(replace(merged, insecure=bool(merged.insecure)))
     await live.change(lambda: live.upstreams.put(merged))
     return web.json_response(_view(live, live.upstream_records[address]))
 
@@ -97,15 +97,25 @@ def _refuse_config(live: LiveState, address: str) -> None:
                        "there and restart", field="address")
 
 
-def _validate(record: UpstreamRecord, body: dict[str, Any]) -> None:
+def _validated(record: UpstreamRecord) -> UpstreamRecord:
+    """The record with certificates re-encoded: only certificate blocks are kept.
+
+    A PEM file holding a certificate and its key would otherwise store the
+    key in a field that is shown back.
+    """
     if record.endpoint is not None and not _ENDPOINT.fullmatch(record.endpoint):
         raise ApiError(ApiErrorCode.INVALID, "endpoint must be a URL such as https://host:port, without a path",
                        field="endpoint")
-    if record.ca_cert is not None:
-        try:
-            parse_bundle(record.ca_cert)
-        except ValueError as exc:
-            raise ApiError(ApiErrorCode.INVALID, f"ca_cert: {exc}", field="ca_cert") from None
+    try:
+        if record.ca_cert is not None:
+            record = replace(record, ca_cert=_certificates_only(record.ca_cert))
+    except ValueError as exc:
+        raise ApiError(ApiErrorCode.INVALID, f"ca_cert: {exc}", field="ca_cert") from None
+    try:
+        if record.client_cert is not None:
+            record = replace(record, client_cert=_certificates_only(record.client_cert))
+    except ValueError as exc:
+        raise ApiError(ApiErrorCode.INVALID, f"client_cert: {exc}", field="client_cert") from None
     if (record.client_cert is None) != (record.client_key is None):
         field = "client_key" if record.client_key is None else "client_cert"
         raise ApiError(ApiErrorCode.INVALID, "client_cert and client_key go together: set both or neither",
@@ -116,6 +126,11 @@ def _validate(record: UpstreamRecord, body: dict[str, Any]) -> None:
         except ValueError as exc:
             field = "client_key" if "client_key" in str(exc) else "client_cert"
             raise ApiError(ApiErrorCode.INVALID, str(exc), field=field) from None
+    return record
+
+
+def _certificates_only(pem: str) -> str:
+    return "".join(cert.pem for cert in parse_bundle(pem))
 
 
 def _view(live: LiveState, record: UpstreamRecord) -> dict[str, Any]:

@@ -20,7 +20,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERRORS = {status: _json(_ref("Error"), text) for status, text in (
     ("400", "invalid input; `field` names the culprit"), ("401", "missing or wrong admin token"),
-    ("404", "no such credential or setting"), ("409", "managed by the config file"),
+    ("404", "no such credential, setting or upstream"), ("409", "managed by the config file"),
     ("415", "body is not application/json"))}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
 _NAME = [{"name": "name", "in": "path", "required": True,
@@ -137,10 +137,11 @@ OPENAPI: dict[str, Any] = {
                 "warnings": {"type": "array", "items": _STRING}}},
             "Upstream": {"type": "object", "properties": {
                 "address": _STRING, "endpoint": _STRING, "insecure": {"type": "boolean"}, "ca_cert": _NULLABLE,
-                "ca_certificates": {"type": "array", "items": _ref("Certificate")}, "client_cert": _NULLABLE,
+                "ca_certificates": {"type": "array", "items": {"type": "object", "properties": {
+                    "subject": _STRING, "not_after": _STRING, "sha256": _STRING}}}, "client_cert": _NULLABLE,
                 "client_key_set": {"type": "boolean"}, "source": {"enum": ["default", "config", "api"]}}},
             "UpstreamChange": {"type": "object", "additionalProperties": False, "properties": {
-                "endpoint": _NULLABLE, "insecure": {"type": "boolean"}, "ca_cert": _NULLABLE,
+                "endpoint": _NULLABLE, "insecure": {"type": ["boolean", "null"]}, "ca_cert": _NULLABLE,
                 "client_cert": _NULLABLE, "client_key": {**_NULLABLE, "writeOnly": True}}},
             "Certificate": {"type": "object", "properties": {
                 "subject": _STRING, "issuer": _STRING, "not_before": _STRING, "not_after": _STRING,

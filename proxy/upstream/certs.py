@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from yarl import URL
 
-__all__ = ["CertInfo", "check_client_pair", "normalize_fingerprint", "parse_bundle", "presented_chain"]
+__all__ = ["CertInfo", "check_client_pair", "parse_bundle", "presented_chain"]
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,6 @@ class CertInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def normalize_fingerprint(value: str) -> str:
-    text = value.strip().lower()
-    text = text.removeprefix("sha256:").removeprefix("sha256 fingerprint=")
-    return text.replace(":", "")
 
 
 def parse_bundle(pem: str) -> list[CertInfo]:
