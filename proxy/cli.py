@@ -16,6 +16,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.cli_admin import ADMIN_COMMANDS, add_admin_parsers, run_admin
+from proxy.logs import setup_logging
 from proxy.servertls import CertReloader
 from proxy.settings import Settings, SettingsError, load_settings
 from proxy.store.crypto import SecretError
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ADMIN_COMMANDS:
         return run_admin(args)
-    if args.command != "serve":
+    if args.command not in ("serve", "healthcheck"):
         parser.print_help()
         return 2
     try:
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"registry-proxy: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "healthcheck":
+        return _healthcheck(settings)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(settings))
     except (SettingsError, SecretError) as exc:
@@ -49,6 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _healthcheck(settings: Settings) -> int:
+    """For container HEALTHCHECKs: reads the same config as serve, so the port and scheme agree."""
+    import urllib.request
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.listen_host, settings.listen_host)
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if settings.tls else "http"
+    # Whether the process answers, not which certificate it serves.
+    context = ssl._create_unverified_context() if settings.tls else None
+    try:
+        with urllib.request.urlopen(f"{scheme}://{host}:{settings.listen_port}/healthz", timeout=4,
+                                    context=context) as resp:
+            return 0 if resp.status == 200 else 1
+    except OSError as exc:
+        print(f"registry-proxy: not healthy: {exc}", file=sys.stderr)
+        return 1
 
 
 def _bind(settings: Settings) -> socket.socket:
@@ -68,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
     serve.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--data-dir", help="where state and cache live (default ./data)")
+    check = sub.add_parser("healthcheck", help="exit 0 if the proxy configured like this answers /healthz")
+    for flag in ("--config", "--listen", "--data-dir"):
+        check.add_argument(flag, help=f"as for serve {flag}")
     add_admin_parsers(sub)
     return parser
 
@@ -88,8 +111,7 @@ async def _serve(settings: Settings) -> None:
 
     from proxy.api.accesslog import AccessLogger
 
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log_class=AccessLogger,
-                           access_log_format=settings.log_format)
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log_class=AccessLogger)
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
     log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__,

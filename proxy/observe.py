@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,8 +28,10 @@ class UpstreamState:
     last_status: int | None = None
     last_latency: float | None = None
     last_seen: float | None = None
+    last_failure: float | None = None
     ratelimit_remaining: int | None = None
-    errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=10))
+    # (time, message, repeats): the same message again bumps the count.
+    errors: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=10))
 
 
 class Observer:
@@ -69,8 +72,13 @@ class Observer:
 
     # Events
 
+    def _state(self, registry: str) -> UpstreamState:
+        # Keyed by label, so registries named only by clients share one entry
+        # and cannot grow this without bound.
+        return self.upstreams.setdefault(self.label(registry), UpstreamState())
+
     def upstream_answered(self, registry: str, status: int, seconds: float, ratelimit: str | None) -> None:
-        state = self.upstreams.setdefault(registry, UpstreamState())
+        state = self._state(registry)
         state.last_status, state.last_latency, state.last_seen = status, seconds, time.time()
         if ratelimit is not None:
             # Docker Hub: "ratelimit-remaining: 76;w=21600"
@@ -81,7 +89,14 @@ class Observer:
         self.upstream_duration.labels(self.label(registry)).observe(seconds)
 
     def upstream_failed(self, registry: str, message: str) -> None:
-        self.upstreams.setdefault(registry, UpstreamState()).errors.append((time.time(), message))
+        state = self._state(registry)
+        now = time.time()
+        state.last_failure = now
+        if state.errors and state.errors[-1][1] == message:
+            state.errors[-1][0] = now
+            state.errors[-1][2] += 1
+        else:
+            state.errors.append([now, message, 1])
 
     def cache_result(self, kind: str, result: str, registry: str) -> None:
         if result in ("hit", "revalidated", "stale"):

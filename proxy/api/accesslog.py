@@ -6,7 +6,6 @@ cache result. Never a header: the client's Authorization stays out.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from aiohttp.abc import AbstractAccessLogger
@@ -18,8 +17,6 @@ __all__ = ["AccessLogger"]
 
 
 class AccessLogger(AbstractAccessLogger):
-    """``log_format`` is "json" or "text" (aiohttp hands it over as given to the runner)."""
-
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         registry = request.get(REGISTRY) or "-"
         entry = {
@@ -33,11 +30,10 @@ class AccessLogger(AbstractAccessLogger):
             "duration_ms": round(time * 1000, 1),
             "cache": response.headers.get("X-Registry-Proxy-Cache", "-"),
         }
-        if self.log_format == "json":
-            self.logger.info(json.dumps(entry))
-        else:
-            self.logger.info('%(remote)s "%(method)s %(path)s" %(status)s %(bytes)s %(duration_ms)sms '
-                             "registry=%(registry)s env=%(environment)s cache=%(cache)s", entry)
+        # The JSON formatter (log.format: json) takes the fields from `access`.
+        self.logger.info('%s "%s %s" %s %s %sms registry=%s env=%s cache=%s', entry["remote"], entry["method"],
+                         entry["path"], entry["status"], entry["bytes"], entry["duration_ms"], entry["registry"],
+                         entry["environment"], entry["cache"], extra={"access": entry})
 
     @property
     def enabled(self) -> bool:

@@ -28,6 +28,7 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
     }
     if request.method == "HEAD":
         size, source = await services.blobs.stat(target, digest)
+        request.app[OBSERVER].cache_result("blob", source, target.registry)
         headers["X-Registry-Proxy-Cache"] = source
         if size is not None:
             headers["Content-Length"] = str(size)

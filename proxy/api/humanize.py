@@ -9,8 +9,10 @@ __all__ = ["ago", "human_bytes", "human_duration", "until"]
 
 def human_bytes(value: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        shown = f"{value:.0f}" if unit == "B" else f"{value:.1f}"
+        # Compare what will be shown, so 1 MiB - 1 byte reads "1.0 MiB", not "1024.0 KiB".
+        if abs(float(shown)) < 1024 or unit == "TiB":
+            return f"{shown} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
 

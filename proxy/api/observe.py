@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.api.auth import require_admin
+from proxy.api.humanize import human_bytes
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
 from proxy.observe import Observer, StateCollector
 from proxy.reference import DOCKER_HUB
@@ -63,8 +64,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    checks: dict[str, Any] = {}
+    checks = await readiness(request.app)
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
+                             status=200 if ready else 503)
+
+
+async def readiness(app: web.Application) -> dict[str, str]:
+    """Store, cache writability and free space: "ok", or what failed."""
+    checks: dict[str, str] = {}
     try:
         await app[LIVE].ping()
         checks["store"] = "ok"
@@ -78,10 +86,9 @@ async def readyz(request: web.Request) -> web.Response:
         checks["cache_writable"] = f"failed: {exc.strerror or exc}"
     free = shutil.disk_usage(layout.root).free
     minimum = app[SETTINGS].cache.min_free
-    checks["free_space"] = "ok" if free >= minimum else f"failed: {free} bytes free, below cache.min_free {minimum}"
-    ready = all(value == "ok" for value in checks.values())
-    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
-                             status=200 if ready else 503)
+    checks["free_space"] = "ok" if free >= minimum else (
+        f"failed: {human_bytes(free)} free, below cache.min_free ({human_bytes(minimum)})")
+    return checks
 
 
 def _probe_write(directory: os.PathLike[str]) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.api.auth import require_admin
+from proxy.api.observe import readiness
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
 
 __all__ = ["setup_status_routes", "status_data"]
@@ -26,12 +27,12 @@ def setup_status_routes(app: web.Application) -> None:
 
 async def page(request: web.Request) -> web.Response:
     _check(request)
-    return aiohttp_jinja2.render_template("status.html", request, status_data(request.app))
+    return aiohttp_jinja2.render_template("status.html", request, await status_data(request.app))
 
 
 async def as_json(request: web.Request) -> web.Response:
     _check(request)
-    return web.json_response(status_data(request.app))
+    return web.json_response(await status_data(request.app))
 
 
 def _check(request: web.Request) -> None:
@@ -39,9 +40,10 @@ def _check(request: web.Request) -> None:
         require_admin(request, realm_basic=True)
 
 
-def status_data(app: web.Application) -> dict[str, Any]:
+async def status_data(app: web.Application) -> dict[str, Any]:
     settings, live, observer, services = app[SETTINGS], app[LIVE], app[OBSERVER], app[SERVICES]
     now = time.time()
+    checks = await readiness(app)
     store = services.store
     answered = observer.hits + observer.misses
     return {
@@ -50,6 +52,8 @@ def status_data(app: web.Application) -> dict[str, Any]:
         "uptime_seconds": now - observer.started,
         "listen": settings.listen,
         "tls": settings.tls is not None,
+        "ready": all(value == "ok" for value in checks.values()),
+        "checks": checks,
         "settings": {name: {"value": value.value, "source": value.source} for name, value in live.values.items()},
         "environments": [{"name": "default", "registries": _registries(app, now)}],
         "cache": {
@@ -65,6 +69,7 @@ def status_data(app: web.Application) -> dict[str, Any]:
 
 def _registries(app: web.Application, now: float) -> list[dict[str, Any]]:
     live, observer = app[LIVE], app[OBSERVER]
+    # observer.upstreams is keyed by label: known registries, plus "other".
     addresses = sorted(live.known_registries() | set(observer.upstreams) | {r.address for r in live.records})
     rows = []
     for address in addresses:
@@ -82,8 +87,10 @@ def _registries(app: web.Application, now: float) -> list[dict[str, Any]]:
             "last_status": upstream.last_status if upstream else None,
             "last_latency_ms": round(upstream.last_latency * 1000, 1) if upstream and upstream.last_latency else None,
             "last_seen": upstream.last_seen if upstream else None,
+            "last_failure": upstream.last_failure if upstream else None,
             "ratelimit_remaining": upstream.ratelimit_remaining if upstream else None,
-            "errors": [{"time": when, "message": message} for when, message in (upstream.errors if upstream else [])][::-1],
+            "errors": [{"time": when, "message": message, "repeats": repeats}
+                       for when, message, repeats in (upstream.errors if upstream else [])][::-1],
         }
         state = live.minted.states.get(f"cred:{chosen.id}") if chosen else None
         if state is not None:

@@ -7,10 +7,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
 from proxy.upstream.providers import Minted, MintError
 
 __all__ = ["EcrAddress", "EcrMinter", "parse_ecr_address"]
@@ -44,6 +40,9 @@ class EcrMinter:
     endpoint_url: str | None = None
 
     def mint(self) -> Minted:
+        # Imported here: config parsing and the CLI need only the address rules.
+        import botocore.exceptions
+
         try:
             data = self._client().get_authorization_token(registryIds=[self.address.account])["authorizationData"][0]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -60,6 +59,9 @@ class EcrMinter:
         return Minted(user, password, expires.timestamp() if expires is not None else None)
 
     def _client(self) -> Any:
+        import boto3
+        import botocore.config
+
         session = boto3.session.Session(aws_access_key_id=self.access_key_id,
                                         aws_secret_access_key=self.secret_access_key,
                                         region_name=self.address.region)
@@ -77,6 +79,8 @@ class EcrMinter:
 
 def _safe(exc: Exception) -> str:
     # botocore messages name operations and error codes, never the secret key.
+    import botocore.exceptions
+
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         return f"{error.get('Code', 'error')}: {error.get('Message', '')}".strip()

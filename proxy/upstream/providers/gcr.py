@@ -14,12 +14,6 @@ from dataclasses import dataclass, field
 from datetime import timezone
 from typing import Any
 
-import google.auth
-import google.auth.exceptions
-import google.auth.transport.urllib3
-import urllib3
-from google.oauth2 import service_account
-
 from proxy.upstream.providers import Minted, MintError
 
 __all__ = ["GCR_MODES", "GcrMinter", "check_gcr_address", "parse_service_account_key"]
@@ -58,6 +52,13 @@ class GcrMinter:
     json_key: str | None = field(default=None, repr=False)
 
     def mint(self) -> Minted:
+        # Imported here: config parsing and the CLI need only the rules above.
+        import google.auth
+        import google.auth.exceptions
+        import google.auth.transport.urllib3
+        import urllib3
+        from google.oauth2 import service_account
+
         if self.mode == "json_key":
             if self.json_key is None:
                 raise MintError("mode json_key needs a json_key")
