@@ -1,0 +1,395 @@
+"""The Helm chart in charts/registry-proxy, checked without a helm binary.
+
+Templates are Go templates, so they are checked as text: delimiters and
+blocks balance, every include names a helper that exists, every .Values path
+exists, one resource per file. The plain YAML (Chart.yaml, values.yaml) is
+parsed, validated against values.schema.json, and the proxy config the chart
+renders by default is loaded with the proxy's own settings parser, so the
+chart cannot ship a config the proxy refuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import trustme
+import yaml
+from aiohttp import web
+
+from proxy import settings as settings_module
+from proxy.admin_token import ADMIN_TOKEN_ENV, MIN_LENGTH, resolve_admin_token
+from proxy.api.observe import setup_observe_routes
+from proxy.settings import load_settings
+from proxy.store.crypto import KEY_ENV, load_key
+
+CHART = Path(__file__).resolve().parents[2] / "charts" / "registry-proxy"
+TEMPLATES = CHART / "templates"
+MANIFESTS = sorted(p for p in TEMPLATES.glob("*.yaml"))
+ALL_TEMPLATES = sorted(p for p in TEMPLATES.iterdir() if p.suffix in (".yaml", ".tpl", ".txt"))
+
+# Optional resources and the values key that switches each one on.
+OPTIONAL = {
+    "ingress.yaml": "ingress",
+    "servicemonitor.yaml": "serviceMonitor",
+    "pdb.yaml": "podDisruptionBudget",
+    "networkpolicy.yaml": "networkPolicy",
+    "hpa.yaml": "autoscaling",
+}
+
+
+def _values() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def _schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
+
+
+def _actions(text: str) -> list[str]:
+    """The inside of every {{ ... }}; fails on a stray or unclosed delimiter."""
+    found, pos = [], 0
+    while True:
+        start, stray = text.find("{{", pos), text.find("}}", pos)
+        if stray != -1 and (start == -1 or stray < start):
+            raise AssertionError(f"'}}}}' without '{{{{' at offset {stray}")
+        if start == -1:
+            return found
+        end = text.find("}}", start + 2)
+        if end == -1:
+            raise AssertionError(f"'{{{{' at offset {start} is never closed")
+        inner = text[start + 2:end]
+        if "{{" in inner and not inner.strip("- ").startswith("/*"):
+            raise AssertionError(f"'{{{{' inside an action at offset {start}")
+        found.append(inner)
+        pos = end + 2
+
+
+def _keyword(action: str) -> str | None:
+    body = action.strip()
+    body = body[1:].lstrip() if body.startswith("-") else body
+    if body.startswith("/*"):
+        return None
+    match = re.match(r"(if|with|range|define|block|end|else)\b", body)
+    return match[1] if match else None
+
+
+def _helper_text() -> str:
+    return (TEMPLATES / "_helpers.tpl").read_text()
+
+
+def _leaves(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    """Paths of values.yaml that carry a value: scalars, lists and empty maps."""
+    out: set[str] = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out |= _leaves(value, f"{path}.")
+        else:
+            out.add(path)
+    return out
+
+
+def render_config(values: dict[str, Any]) -> dict[str, Any]:
+    """What "registry-proxy.config" in _helpers.tpl renders, done in Python.
+
+    The defaults are read out of the helper itself, so this follows the
+    template rather than a copy of it: keys .Values.config sets win; listen
+    and data_dir are filled in when absent; tls.existingSecret adds the
+    mounted files under config.tls.
+    """
+    helper = _helper_text()
+    listen = re.search(r'set \$config "listen" \(printf "([^"]+)" \(int \.Values\.containerPort\)\)', helper)
+    data_dir = re.search(r'set \$config "data_dir" "([^"]+)"', helper)
+    tls = re.search(r'dict "cert_file" "([^"]+)" "key_file" "([^"]+)"', helper)
+    assert listen and data_dir and tls, "the config helper no longer has the shape this test reads"
+    config = copy.deepcopy(values["config"])
+    config.setdefault("listen", listen[1].replace("%d", str(int(values["containerPort"]))))
+    config.setdefault("data_dir", data_dir[1])
+    if values["tls"]["existingSecret"]:
+        config["tls"] = {"cert_file": tls[1], "key_file": tls[2], **(config.get("tls") or {})}
+    return config
+
+
+def _load(config: dict[str, Any], tmp_path: Path) -> settings_module.Settings:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_settings(path, environ={})
+
+
+# -- plain YAML and Chart.yaml ---------------------------------------------------------------------------------
+
+
+def test_plain_yaml_files_parse() -> None:
+    for name in ("Chart.yaml", "values.yaml"):
+        assert isinstance(yaml.safe_load((CHART / name).read_text()), dict), name
+
+
+def test_chart_yaml_has_the_required_fields() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "registry-proxy" == CHART.name
+    assert chart["type"] == "application"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"])
+    assert isinstance(chart["appVersion"], str) and chart["appVersion"]
+    assert chart["description"]
+
+
+# -- templates as text -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ALL_TEMPLATES, ids=lambda p: p.name)
+def test_template_delimiters_and_blocks_balance(path: Path) -> None:
+    depth = 0
+    for action in _actions(path.read_text()):
+        keyword = _keyword(action)
+        if keyword in ("if", "with", "range", "define", "block"):
+            depth += 1
+        elif keyword == "end":
+            depth -= 1
+            assert depth >= 0, f"{path.name}: 'end' without an opening block"
+        elif keyword == "else":
+            assert depth > 0, f"{path.name}: 'else' outside a block"
+    assert depth == 0, f"{path.name}: {depth} block(s) never closed"
+
+
+def test_every_included_helper_is_defined() -> None:
+    defined = set(re.findall(r'define\s+"([^"]+)"', _helper_text()))
+    for path in ALL_TEMPLATES:
+        for name in re.findall(r'\b(?:include|template)\s+"([^"]+)"', path.read_text()):
+            assert name in defined, f"{path.name} includes undefined {name!r}"
+
+
+def test_templates_included_by_path_exist() -> None:
+    for path in ALL_TEMPLATES:
+        for name in re.findall(r'\$\.Template\.BasePath\s+"/([^"]+)"', path.read_text()):
+            assert (TEMPLATES / name).is_file(), f"{path.name} includes missing {name}"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_one_resource_per_template(path: Path) -> None:
+    assert len(re.findall(r"^kind:", path.read_text(), re.M)) == 1
+    assert len(re.findall(r"^apiVersion:", path.read_text(), re.M)) == 1
+
+
+@pytest.mark.parametrize("name,key", OPTIONAL.items())
+def test_optional_resources_are_wrapped_in_enabled(name: str, key: str) -> None:
+    text = (TEMPLATES / name).read_text()
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0] == f"{{{{- if .Values.{key}.enabled }}}}"
+    assert lines[-1] == "{{- end }}"
+    # The first `if` closes with the file's last action, so all of it is inside.
+    depth, actions = 0, _actions(text)
+    for i, action in enumerate(actions):
+        keyword = _keyword(action)
+        if keyword in ("if", "with", "range"):
+            depth += 1
+        elif keyword == "end":
+            depth -= 1
+            if depth == 0:
+                assert i == len(actions) - 1, f"{name}: content after the enabled block"
+    assert _values()[key]["enabled"] is False, f"{key} is optional: off by default"
+
+
+def test_every_values_path_in_templates_exists_in_values_yaml() -> None:
+    values = _values()
+    for path in ALL_TEMPLATES:
+        for dotted in re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", path.read_text()):
+            node: Any = values
+            for part in dotted.strip(".").split("."):
+                assert isinstance(node, dict) and part in node, f"{path.name}: .Values{dotted} is not in values.yaml"
+                node = node[part]
+
+
+# -- values.yaml and values.schema.json ------------------------------------------------------------------------
+
+
+def test_values_validate_against_the_schema() -> None:
+    schema = _schema()
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(_values())
+
+
+def test_schema_describes_every_value_with_a_type() -> None:
+    def walk(node: dict[str, Any], value: Any, path: str) -> None:
+        assert "type" in node or "anyOf" in node, f"{path}: no type"
+        assert node.get("description"), f"{path}: no description"
+        if isinstance(value, dict) and "properties" in node:
+            for key, sub in value.items():
+                assert key in node["properties"], f"{path}.{key}: not in the schema"
+                walk(node["properties"][key], sub, f"{path}.{key}")
+
+    schema = _schema()
+    for key, value in _values().items():
+        assert key in schema["properties"], f"{key}: not in the schema"
+        walk(schema["properties"][key], value, key)
+
+
+def test_schema_refuses_what_the_proxy_would() -> None:
+    validator = jsonschema.Draft7Validator(_schema())
+    for bad in ({"replicas": 2},  # a typo of replicaCount
+                {"config": {"cache": {"max_size": "lots"}}},
+                {"config": {"registries": [{"adress": "quay.io"}]}},
+                {"secretKey": {"value": "too-short"}},
+                {"admin": {"token": "short"}}):
+        values = _values()
+        for key, sub in bad.items():
+            values[key] = {**values.get(key, {}), **sub} if isinstance(sub, dict) else sub
+        assert list(validator.iter_errors(values)), f"schema accepts {bad}"
+
+
+def test_schema_config_keys_follow_the_settings_parser() -> None:
+    # The parser's private key tables on purpose: a key added to the proxy
+    # must reach the chart's schema, or Helm would refuse a valid config.
+    config = _schema()["properties"]["config"]["properties"]
+    assert set(config) == set(settings_module._TOP_KEYS)
+    assert set(config["cache"]["properties"]) == set(settings_module._CACHE_KEYS)
+    assert set(config["registries"]["items"]["properties"]) == set(settings_module._REGISTRY_KEYS)
+    assert set(config["log"]["properties"]) == set(settings_module._LOG_KEYS)
+    assert set(config["tls"]["properties"]) == set(settings_module._TLS_KEYS)
+    assert set(config["admin"]["properties"]) == set(settings_module._ADMIN_KEYS)
+    assert set(config["secrets"]["properties"]) == set(settings_module._SECRETS_KEYS)
+    assert set(config["metrics"]["properties"]) == set(config["status"]["properties"]) == set(settings_module._PUBLIC_KEYS)
+
+
+def test_every_value_is_documented() -> None:
+    documented = re.findall(r"^\s*## @param (\S+) \S", (CHART / "values.yaml").read_text(), re.M)
+    assert len(documented) == len(set(documented)), "a key is documented twice"
+    leaves = _leaves(_values())
+    assert leaves - set(documented) == set(), "keys without '## @param'"
+    assert set(documented) - leaves == set(), "'## @param' for keys that do not exist"
+
+
+def test_security_context_defaults_are_the_secure_ones() -> None:
+    values = _values()
+    container, pod = values["securityContext"], values["podSecurityContext"]
+    assert container["runAsNonRoot"] is True and pod["runAsNonRoot"] is True
+    assert container["runAsUser"] == pod["runAsUser"] == 10001
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert container["seccompProfile"]["type"] == pod["seccompProfile"]["type"] == "RuntimeDefault"
+    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
+    assert "toYaml .Values.podSecurityContext | nindent 8" in statefulset
+    assert "toYaml .Values.securityContext | nindent 12" in statefulset
+    # The root filesystem is read-only: /tmp and the data volume are the writable places.
+    assert re.search(r"- name: tmp\n\s+mountPath: /tmp", statefulset)
+    assert re.search(r"- name: data\n\s+mountPath: /data\n", statefulset)
+
+
+def test_defaults_keep_one_replica_and_persistence() -> None:
+    values = _values()
+    assert values["replicaCount"] == 1
+    assert values["persistence"]["enabled"] is True
+    assert values["service"]["port"] == values["containerPort"] == 5000
+
+
+# -- the config the chart renders, read by the proxy -----------------------------------------------------------
+
+
+def test_default_config_loads_with_the_proxy_settings_parser(tmp_path: Path) -> None:
+    values = _values()
+    settings = _load(render_config(values), tmp_path)
+    assert settings.listen == "0.0.0.0:5000"
+    assert settings.data_dir == Path("/data")
+    assert settings.tls is None
+    assert settings.metrics_public is True
+    assert settings.log_format == "json"
+    assert settings.default_registry == "docker.io"
+
+
+def test_config_keys_set_in_values_win_over_the_chart_defaults(tmp_path: Path) -> None:
+    values = _values()
+    values["config"]["listen"] = "0.0.0.0:6000"
+    values["containerPort"] = 7000
+    assert _load(render_config(values), tmp_path).listen == "0.0.0.0:6000"
+    values = _values()
+    values["containerPort"] = 7000
+    assert _load(render_config(values), tmp_path).listen == "0.0.0.0:7000"
+
+
+def test_tls_secret_files_are_what_the_proxy_needs(tmp_path: Path) -> None:
+    values = _values()
+    values["tls"]["existingSecret"] = "proxy-tls"
+    values["config"]["tls"] = {"reload_interval": "10s"}
+    config = render_config(values)
+    # A kubernetes.io/tls Secret holds tls.crt and tls.key, mounted under one directory.
+    cert_file, key_file = Path(config["tls"]["cert_file"]), Path(config["tls"]["key_file"])
+    assert (cert_file.name, key_file.name) == ("tls.crt", "tls.key")
+    assert cert_file.parent == key_file.parent == Path("/etc/registry-proxy/tls")
+    assert 'mountPath: /etc/registry-proxy/tls\n' in (TEMPLATES / "statefulset.yaml").read_text()
+    ca = trustme.CA()
+    cert = ca.issue_cert("registry-proxy.example")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "tls.crt"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    config["tls"]["cert_file"] = str(tmp_path / cert_file.name)
+    config["tls"]["key_file"] = str(tmp_path / key_file.name)
+    settings = _load(config, tmp_path)
+    assert settings.tls is not None and settings.tls.reload_interval == 10.0
+
+
+def test_default_cache_fits_the_volume(tmp_path: Path) -> None:
+    values = _values()
+    settings = _load(render_config(values), tmp_path)
+    quantity = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti)?", values["persistence"]["size"])
+    assert quantity
+    volume = int(quantity[1]) * {None: 1, "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}[quantity[2]]
+    assert settings.cache.max_size + settings.cache.min_free < volume
+
+
+# -- what the templates hand the proxy -------------------------------------------------------------------------
+
+
+def test_env_names_are_the_ones_the_proxy_reads(tmp_path: Path) -> None:
+    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
+    names = re.findall(r"- name: (REGISTRY_PROXY_\w+)", statefulset)
+    assert sorted(names) == sorted({ADMIN_TOKEN_ENV, KEY_ENV, "REGISTRY_PROXY_LISTEN", "REGISTRY_PROXY_DATA_DIR"})
+    settings = load_settings(None, environ={"REGISTRY_PROXY_LISTEN": "0.0.0.0:5000",
+                                            "REGISTRY_PROXY_DATA_DIR": str(tmp_path)})
+    assert (settings.listen, settings.data_dir) == ("0.0.0.0:5000", tmp_path)
+
+
+def test_generated_secrets_are_accepted_by_the_proxy(tmp_path: Path) -> None:
+    text = (TEMPLATES / "secret.yaml").read_text()
+    token_length = re.search(r"admin-token: \{\{ randAlphaNum (\d+) \| b64enc \| quote \}\}", text)
+    key_length = re.search(r"secret-key: \{\{ randAlphaNum (\d+) \| b64enc \| b64enc \| quote \}\}", text)
+    assert token_length and key_length
+    alphabet = string.ascii_letters + string.digits
+    token = "".join(secrets.choice(alphabet) for _ in range(int(token_length[1])))
+    settings = load_settings(None, data_dir=str(tmp_path), environ={})
+    assert resolve_admin_token(settings, {ADMIN_TOKEN_ENV: token}).value == token
+    assert len(token) >= MIN_LENGTH
+    # The env value is the Secret's data decoded once: base64 of the random text.
+    key_text = base64.b64encode("".join(secrets.choice(alphabet) for _ in range(int(key_length[1]))).encode())
+    assert len(load_key(tmp_path / "unused.key", {KEY_ENV: key_text.decode()})) == 32
+
+
+def test_probes_and_metrics_use_routes_the_proxy_serves() -> None:
+    app = web.Application()
+    setup_observe_routes(app)
+    served = {resource.canonical for resource in app.router.resources()}
+    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
+    probed = set(re.findall(r"path: (/\S+)", statefulset))
+    assert probed == {"/healthz", "/readyz"}
+    assert probed <= served
+    assert "path: /metrics" in (TEMPLATES / "servicemonitor.yaml").read_text()
+    assert "/metrics" in served
+
+
+def test_config_mount_is_the_file_the_proxy_is_started_with() -> None:
+    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
+    args = re.search(r'args: \["serve", "--config", "([^"]+)"\]', statefulset)
+    assert args and f"mountPath: {args[1]}\n" in statefulset
+    assert re.search(r"checksum/config: \{\{ include \(print \$\.Template\.BasePath \"/configmap\.yaml\"\) \. \| sha256sum \}\}",
+                     statefulset)
+    # password_file: /etc/registry-proxy/secrets/<name> must find the credential files.
+    assert "mountPath: /etc/registry-proxy/secrets\n" in statefulset
