@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the end-to-end tests drive: a real registry and real clients.
-packages=(docker-registry skopeo python3-venv ca-certificates)
+# Debian packages the end-to-end tests drive: a real registry, real clients
+# (skopeo, dockerd, containerd, podman), a browser for the status page, and
+# debootstrap for the container image's local base.
+packages=(docker-registry skopeo python3-venv ca-certificates docker.io containerd podman chromium debootstrap)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
