@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
+import trustme
+import yaml
 
 from proxy.settings import CacheSettings, RegistryConfig, Settings, SettingsError, load_settings
 
@@ -231,8 +235,40 @@ def test_missing_file() -> None:
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_shipped_config_file_loads(path: Path) -> None:
-    assert isinstance(load_settings(path, environ={}), Settings)
+def test_every_shipped_config_file_loads(path: Path, tmp_path: Path) -> None:
+    # The examples name secret and certificate files on a real host; stand-ins
+    # of the right kind take their place, so everything else is checked as is.
+    raw = yaml.safe_load(path.read_text())
+    for entry in raw.get("registries") or []:
+        for key, value in list(entry.items()):
+            if key.endswith("_file") or key in ("ca_cert", "client_cert", "client_key"):
+                entry[key] = str(_stand_in(tmp_path, key, value))
+    for key in ("cert_file", "key_file"):
+        if key in (raw.get("tls") or {}):
+            raw["tls"][key] = str(_stand_in(tmp_path, f"server_{key}", raw["tls"][key]))
+    copy = tmp_path / path.name
+    copy.write_text(yaml.safe_dump(raw))
+    assert isinstance(load_settings(copy, environ={}), Settings)
+
+
+@functools.cache
+def _pki() -> tuple[trustme.CA, trustme.LeafCert]:
+    ca = trustme.CA()
+    return ca, ca.issue_cert("registry.example.com")
+
+
+def _stand_in(tmp_path: Path, key: str, original: str) -> Path:
+    ca, pair = _pki()
+    content = {
+        "ca_cert": ca.cert_pem.bytes(), "client_cert": pair.cert_chain_pems[0].bytes(),
+        "client_key": pair.private_key_pem.bytes(), "server_cert_file": pair.cert_chain_pems[0].bytes(),
+        "server_key_file": pair.private_key_pem.bytes(),
+        "json_key_file": json.dumps({"type": "service_account", "client_email": "a@b.iam.gserviceaccount.com",
+                                     "private_key": "-----BEGIN PRIVATE KEY-----", "token_uri": "https://x"}).encode(),
+    }.get(key, b"a-secret\n")
+    path = tmp_path / f"{key}-{Path(original).name}"
+    path.write_bytes(content)
+    return path
 
 
 def test_example_config_states_the_embedded_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
