@@ -124,6 +124,10 @@ async def _serve(settings: Settings) -> None:
     if reloader is not None and settings.tls is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
         watcher = asyncio.create_task(reloader.watch(settings.tls.reload_interval))
+    else:
+        # SIGHUP means "reload" to operators; without TLS there is nothing
+        # to reload, and it must not kill the process.
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: nothing to reload without tls"))
     await stop.wait()
     log.info("shutting down")
     if watcher is not None:

@@ -295,7 +295,7 @@ def _parse_listen(value: str) -> tuple[str, int]:
 
 
 def _endpoint(key: str, value: str) -> str:
-    if not re.fullmatch(r"https?://[^/\s?#]+/?", value):
+    if not re.fullmatch(r"https?://[^/\s?#@]+/?", value):
         raise SettingsError(f"Config '{key}' has value '{value}'. Use a URL such as https://host:port, without a path.")
     return value.rstrip("/")
 

@@ -7,6 +7,7 @@ before the answer, and applies to the next pull.
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -150,9 +151,10 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
 
 def _find(live: LiveState, request: web.Request) -> RegistryRecord:
     raw = request.match_info["id"]
-    for record in live.records:
-        if raw.isdigit() and record.id == int(raw):
-            return record
+    if re.fullmatch(r"[0-9]{1,18}", raw):
+        for record in live.records:
+            if record.id == int(raw):
+                return record
     raise ApiError(ApiErrorCode.NOT_FOUND, f"no registry credential with id {raw[:40]!r}", field="id")
 
 

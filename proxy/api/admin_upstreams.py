@@ -27,7 +27,7 @@ _FIELDS = ("endpoint", "insecure", "ca_cert", "client_cert", "client_key")
 _TYPES: dict[str, tuple[type, ...]] = {"endpoint": (str, type(None)), "insecure": (bool, type(None)),
                                        "ca_cert": (str, type(None)), "client_cert": (str, type(None)),
                                        "client_key": (str, type(None))}
-_ENDPOINT = re.compile(r"https?://[^/\s?#]+/?")
+_ENDPOINT = re.compile(r"https?://[^/\s?#@]+/?")
 
 
 def setup_upstream_routes(app: web.Application, prefix: str) -> None:
@@ -104,7 +104,8 @@ def _validated(record: UpstreamRecord) -> UpstreamRecord:
     key in a field that is shown back.
     """
     if record.endpoint is not None and not _ENDPOINT.fullmatch(record.endpoint):
-        raise ApiError(ApiErrorCode.INVALID, "endpoint must be a URL such as https://host:port, without a path",
+        raise ApiError(ApiErrorCode.INVALID, "endpoint must be a URL such as https://host:port, without a path "
+                       "or credentials (those go in a credential)",
                        field="endpoint")
     try:
         if record.ca_cert is not None:

@@ -120,12 +120,20 @@ def state_collector(app: web.Application) -> StateCollector:
                                     labels=["registry", "result"])
         expiry = GaugeMetricFamily("registry_proxy_credential_expiry_timestamp_seconds",
                                    "When the minted credential in use expires", labels=["registry"])
+        # One sample per label: several credentials (or registries folded
+        # into "other") add up; the soonest expiry is the one that matters.
+        totals: dict[tuple[str, str], float] = {}
+        soonest: dict[str, float] = {}
         for state in live.minted.states.values():
             label = observer.label(state.registry)
-            mints.add_metric([label, "ok"], state.mints)
-            mints.add_metric([label, "failed"], state.failures_total)
+            totals[(label, "ok")] = totals.get((label, "ok"), 0) + state.mints
+            totals[(label, "failed")] = totals.get((label, "failed"), 0) + state.failures_total
             if state.minted is not None and state.minted.expires_at is not None:
-                expiry.add_metric([label], state.minted.expires_at)
+                soonest[label] = min(soonest.get(label, state.minted.expires_at), state.minted.expires_at)
+        for (label, result), value in totals.items():
+            mints.add_metric([label, result], value)
+        for label, stamp in soonest.items():
+            expiry.add_metric([label], stamp)
         families += [objects, mints, expiry]
         hub = observer.upstreams.get(DOCKER_HUB)
         if hub is not None and hub.ratelimit_remaining is not None:

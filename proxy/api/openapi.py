@@ -27,6 +27,16 @@ _NAME = [{"name": "name", "in": "path", "required": True,
           "schema": {"type": "string", "enum": ["registry.default", "registry.whitelist"]}}]
 _STRING = {"type": "string"}
 _NULLABLE = {"type": ["string", "null"]}
+_WRITE_ONLY = {"type": "string", "writeOnly": True}
+_CREDENTIAL_OPTIONS: dict[str, Any] = {
+    "access_key_id": _STRING, "role_arn": _STRING, "aws_endpoint_url": _STRING,
+    "renew_margin": {"type": "number", "description": "seconds before expiry to renew"},
+    "mode": {"enum": ["access_token", "json_key"]},
+}
+_CREDENTIAL_FIELDS: dict[str, Any] = {
+    "kind": {"enum": ["basic", "ecr", "gcr"], "default": "basic"}, "email": _STRING, "username": _STRING,
+    "password": _WRITE_ONLY, "secret_access_key": _WRITE_ONLY, "json_key": _WRITE_ONLY, **_CREDENTIAL_OPTIONS,
+}
 _ADDRESS = [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"},
              "description": "registry address, host[:port]"}]
 
@@ -117,20 +127,27 @@ OPENAPI: dict[str, Any] = {
         "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "Registry": {"type": "object", "properties": {
-                "id": {"type": "integer"}, "address": _STRING, "email": _STRING, "username": _STRING,
+                "id": {"type": "integer"}, "address": _STRING, "kind": {"enum": ["basic", "ecr", "gcr"]},
+                "email": _STRING, "username": _STRING,
                 "state": {"enum": ["active", "inactive"]}, "in_use": {"type": "boolean"},
                 "source": {"enum": ["api", "config"]},
                 "created": {"type": "string", "format": "date-time"},
-                "updated": {"type": "string", "format": "date-time"}}},
-            "NewRegistry": {"type": "object", "additionalProperties": False,
-                            "required": ["address", "username", "password"],
+                "updated": {"type": "string", "format": "date-time"},
+                **_CREDENTIAL_OPTIONS, "client_email": _STRING,
+                "token": {"type": "object", "description": "minted credentials only; never the token itself",
+                          "properties": {"minted_at": _NULLABLE, "expires_at": _NULLABLE, "next_refresh": _NULLABLE,
+                                         "last_result": _STRING, "failures": {"type": "integer"},
+                                         "mints": {"type": "integer"}}}}},
+            "NewRegistry": {"type": "object", "additionalProperties": False, "required": ["address"],
+                            "description": "basic: username and password; ecr: optional access key; "
+                                           "gcr: optional json_key",
                             "properties": {"address": {**_STRING, "description": "host[:port], no scheme"},
-                                           "email": _STRING, "username": _STRING,
-                                           "password": {**_STRING, "writeOnly": True}}},
-            "RegistryEdit": {"type": "object", "additionalProperties": False, "required": ["password"],
-                             "properties": {"email": _STRING, "username": _STRING,
-                                            "password": {**_STRING, "writeOnly": True},
-                                            "address": {**_STRING, "description": "must equal the current one"}}},
+                                           **_CREDENTIAL_FIELDS}},
+            "RegistryEdit": {"type": "object", "additionalProperties": False,
+                             "description": "the secret (password, secret_access_key or json_key) is required "
+                                            "again whenever one was set",
+                             "properties": {"address": {**_STRING, "description": "must equal the current one"},
+                                            **_CREDENTIAL_FIELDS}},
             "Setting": {"type": "object", "properties": {
                 "name": _STRING, "value": _STRING, "source": {"enum": ["default", "config", "api"]},
                 "updated": {"type": ["string", "null"], "format": "date-time"},

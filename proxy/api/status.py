@@ -16,6 +16,7 @@ from proxy import __version__
 from proxy.api.auth import require_admin
 from proxy.api.observe import readiness
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
+from proxy.observe import OTHER
 
 __all__ = ["setup_status_routes", "status_data"]
 
@@ -78,7 +79,8 @@ def _registries(app: web.Application, now: float) -> list[dict[str, Any]]:
         upstream = observer.upstreams.get(address)
         row: dict[str, Any] = {
             "address": address,
-            "endpoint": live.endpoint(address).url,
+            # "other" stands for every registry named only by clients.
+            "endpoint": live.endpoint(address).url if address != OTHER else None,
             "kind": chosen.kind if chosen else (records[-1].kind if records else "anonymous"),
             "state": "active" if chosen else ("inactive" if records else "anonymous"),
             "credential": {"id": chosen.id, "username": chosen.username} if chosen else None,

@@ -93,9 +93,10 @@ class _Fetch:
             progress = self._progress
             if self.error is not None:
                 raise BlobStreamError(str(self.error))
-            # Until verified, one byte stays back so no reader can finish a bad body.
+            # Until verified, one byte stays back so no reader can finish a bad
+            # body; for a range, the range's own last byte waits too.
             readable = self.written if self.done else max(0, self.written - 1)
-            limit = readable if end is None else min(end, readable)
+            limit = readable if end is None else min(end if self.done else end - 1, readable)
             if pos < limit:
                 chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit - pos), pos)
                 pos += len(chunk)
@@ -153,7 +154,14 @@ class BlobService:
         else:
             self.joins += 1
         # Opened before any await, while the fetch cannot yet have renamed it.
-        fd = os.open(fetch.temp_path, os.O_RDONLY)
+        try:
+            fd = os.open(fetch.temp_path, os.O_RDONLY)
+        except FileNotFoundError:
+            # The fetch failed and removed its file a moment ago: its error
+            # (if it failed before its headers) is the answer.
+            await fetch.size
+            raise RegistryError(ErrorCode.UNKNOWN, f"fetching {digest} from {target.registry} failed; "
+                                "try again") from None
         try:
             expected = await fetch.size
             yield _FetchBody(fetch, fd, expected, source)
@@ -191,7 +199,8 @@ class BlobService:
                 fetch.size.set_result(expected)
                 hasher = digest.hasher()
                 async for chunk in resp.content.iter_chunked(CHUNK):
-                    _write_all(fd, chunk)
+                    # In a thread: a slow disk must not stall every other request.
+                    await asyncio.to_thread(_write_all, fd, chunk)
                     hasher.update(chunk)
                     fetch.advance(len(chunk))
             if expected is not None and fetch.written != expected:

@@ -7,6 +7,7 @@ known manifest is served for up to ``max_stale`` and marked stale.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -176,7 +177,9 @@ class ManifestService:
         if not digest.matches(body):
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
                                 f"upstream {target.registry} sent a manifest that does not match {digest}")
-        self._store.put(digest, body)
+        if not self._store.has(digest):
+            staged = await asyncio.to_thread(self._store.stage, body)
+            self._store.commit(staged, digest, len(body), "manifest")
         self._index.link_manifest(target, digest, media_type, access)
         return Manifest(str(digest), media_type, len(body), None if head else body, "miss")
 

@@ -107,22 +107,29 @@ class ContentStore:
         self._add((kind, digest), size)
         self._evict()
 
-    def put(self, digest: Digest, data: bytes, kind: str = "manifest") -> None:
-        """Store small verified content (manifests) synchronously."""
-        key = (kind, digest)
-        if key in self._entries and self.layout.content(kind, digest).exists():
-            self._entries.move_to_end(key)
-            return
+    def has(self, digest: Digest, kind: str = "manifest") -> bool:
+        return (kind, digest) in self._entries and self.layout.content(kind, digest).exists()
+
+    def stage(self, data: bytes) -> Path:
+        """Write and fsync a temp file for ``commit``. Blocking, and touches no
+        shared state, so callers run it in a thread."""
         fd, temp = self.layout.temp_file()
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            self.commit(temp, digest, len(data), kind)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+        return temp
+
+    def put(self, digest: Digest, data: bytes, kind: str = "manifest") -> None:
+        """Store small verified content synchronously (stage, then commit)."""
+        if self.has(digest, kind):
+            self._entries.move_to_end((kind, digest))
+            return
+        self.commit(self.stage(data), digest, len(data), kind)
 
     def _add(self, key: _Key, size: int) -> None:
         if key not in self._entries:

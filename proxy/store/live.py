@@ -58,7 +58,8 @@ class LiveState:
         self.minted.configure({
             f"cred:{r.id}": (r.address, build_minter(r.kind, r.address, r.password, r.options),
                              r.options.get("renew_margin"))
-            for r in records if r.kind in MINTED_KINDS})
+            # Only active ones: a deactivated credential is not used, so not renewed.
+            for r in records if r.kind in MINTED_KINDS and r.active})
         self.upstream_records = upstreams
         default = values["registry.default"].value or DOCKER_HUB
         whitelist = parse_whitelist(values["registry.whitelist"].value, key="registry.whitelist")
@@ -100,31 +101,34 @@ class LiveState:
 
     def credential_id(self, registry: str) -> str:
         record = self.in_use.get(registry)
-        return "" if record is None else f"cred:{record.id}"
+        # The edit time is part of it: an edited credential (another user,
+        # say) must revalidate what the old one could see, and get new tokens.
+        return "" if record is None else f"cred:{record.id}@{record.updated:.6f}"
 
     async def credentials(self, registry: str) -> Credentials | None:
         record = self.in_use.get(registry)
         if record is None:
             return None
-        key = f"cred:{record.id}"
+        access = self.credential_id(registry)
         if record.kind not in MINTED_KINDS:
-            return None if record.password is None else Credentials(record.username, record.password, id=key)
+            return None if record.password is None else Credentials(record.username, record.password, id=access)
         try:
-            minted = await self.minted.get(key)
+            minted = await self.minted.get(f"cred:{record.id}")
         except MintError as exc:
             raise RegistryError(ErrorCode.UNAUTHORIZED, f"no usable credentials for {registry}: {exc}") from None
-        return Credentials(minted.username, minted.password, id=key, minted=True)
+        return Credentials(minted.username, minted.password, id=access, minted=True)
 
     async def renew_credentials(self, registry: str) -> Credentials | None:
         record = self.in_use.get(registry)
         if record is None or record.kind not in MINTED_KINDS:
             return None
-        key = f"cred:{record.id}"
         try:
-            minted = await self.minted.renew(key)
+            minted = await self.minted.renew(f"cred:{record.id}")
         except MintError:
             return None
-        return None if minted is None else Credentials(minted.username, minted.password, id=key, minted=True)
+        if minted is None:
+            return None
+        return Credentials(minted.username, minted.password, id=self.credential_id(registry), minted=True)
 
     def credential_note(self, registry: str) -> str | None:
         if registry not in self.in_use and any(r.address == registry for r in self.records):

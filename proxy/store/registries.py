@@ -89,7 +89,9 @@ class RegistryStore:
             self._set_secret(conn, record_id, password)
             return self._row(conn, record_id)
 
-        return self._record(await self._db.transaction(change))
+        record = self._record(await self._db.transaction(change))
+        await self._db.checkpoint()  # the replaced secret's old pages leave the WAL
+        return record
 
     async def set_active(self, record_id: int, active: bool) -> RegistryRecord:
         def change(conn: sqlite3.Connection) -> sqlite3.Row:
@@ -140,6 +142,7 @@ class RegistryStore:
                 self._set_secret(conn, record_id, given.secret)
 
         await self._db.transaction(sync)
+        await self._db.checkpoint()
 
     def _set_secret(self, conn: sqlite3.Connection, record_id: int, password: str | None) -> None:
         sealed = None if password is None else self._box.seal(password, f"registries:{record_id}")

@@ -75,7 +75,9 @@ class Authenticator:
         realm = URL(challenge.realm or "")
         if realm.scheme not in ("http", "https") or not realm.host:
             raise RegistryError(ErrorCode.UNKNOWN, f"{endpoint.registry} sent an unusable token realm")
-        params = {"scope": challenge.params.get("scope") or scope}
+        # Our own scope, never the challenge's: the remembered challenge came
+        # with some earlier request and names that request's repository.
+        params = {"scope": scope}
         if "service" in challenge.params:
             params["service"] = challenge.params["service"]
         headers = {}
@@ -87,8 +89,7 @@ class Authenticator:
                             endpoint.registry, realm.host)
         session = self._pools.for_registry(endpoint.configured)
         try:
-            if not endpoint.configured:
-                check_literal(realm.host)
+            check_literal(realm.host, private_ok=endpoint.configured)
             async with session.get(realm.with_query(params), headers=headers, allow_redirects=False) as resp:
                 status = resp.status
                 body = await read_limited(resp, MAX_TOKEN_RESPONSE) if status == 200 else b""

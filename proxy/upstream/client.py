@@ -33,6 +33,7 @@ __all__ = ["UpstreamClient"]
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
+PLAIN_HTTP_RECHECK = 300.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
@@ -44,8 +45,9 @@ class UpstreamClient:
         self._tls = tls
         self._observer = observer
         self._auth = Authenticator(pools)
-        # Registries marked insecure that turned out to speak plain HTTP only.
-        self._plain_http: set[str] = set()
+        # Registries marked insecure that answered on plain HTTP, until when
+        # to keep going there directly.
+        self._plain_http: dict[str, float] = {}
 
     def access_key(self, registry: str) -> str:
         """Which access requests to this registry have now: a credential id, or "" for none."""
@@ -126,18 +128,21 @@ class UpstreamClient:
 
     async def _send(self, endpoint: Endpoint, method: str, path: str, headers: dict[str, str],
                     params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
-        base = endpoint.url if endpoint.registry not in self._plain_http else endpoint.plain_http_url
+        fallback = endpoint.plain_http_url
+        on_plain = fallback is not None and self._plain_http.get(endpoint.registry, 0.0) > time.monotonic()
         try:
-            return await self._request(endpoint, method, URL((base or endpoint.url) + path, encoded=True),
-                                       headers, params, tls=self._registry_ssl(endpoint))
+            base = fallback if fallback is not None and on_plain else endpoint.url
+            return await self._request(endpoint, method, URL(base + path, encoded=True),
+                                       headers, params, tls=False if on_plain else self._registry_ssl(endpoint))
         except RegistryError as err:
-            fallback = endpoint.plain_http_url
-            if fallback is None or endpoint.registry in self._plain_http or err.code is ErrorCode.DENIED:
+            if fallback is None or on_plain or err.code is ErrorCode.DENIED:
                 raise
             resp = await self._request(endpoint, method, URL(fallback + path, encoded=True), headers, params,
                                        tls=False)
             log.info("registry %s is insecure and answers on plain HTTP", endpoint.registry)
-            self._plain_http.add(endpoint.registry)
+            # Only for a while: one failed HTTPS attempt (a timeout, say) must
+            # not send credentials in clear text for the rest of the process.
+            self._plain_http[endpoint.registry] = time.monotonic() + PLAIN_HTTP_RECHECK
             return resp
 
     def _registry_ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
@@ -148,8 +153,7 @@ class UpstreamClient:
         session = self._pools.for_registry(endpoint.configured)
         started = time.monotonic()
         try:
-            if not endpoint.configured:
-                check_literal(url.host or "")
+            check_literal(url.host or "", private_ok=endpoint.configured)
             resp = await session.request(method, url, headers=headers, params=params, allow_redirects=False,
                                          ssl=tls)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

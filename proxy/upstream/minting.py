@@ -57,7 +57,10 @@ class MintState:
             self.refresh_at = now + UNTRUSTED_LIFETIME
             return
         lifetime = expires - now
-        self.refresh_at = expires - (self.margin if self.margin is not None else lifetime / 4)
+        # A margin longer than the token lives (2 h for a 1 h GCR token)
+        # would renew at once, forever: it is capped at half the lifetime.
+        margin = lifetime / 4 if self.margin is None else min(self.margin, lifetime / 2)
+        self.refresh_at = expires - margin
 
 
 class MintedCredentials:
@@ -93,6 +96,10 @@ class MintedCredentials:
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
             return state.minted
+        if not self._may_try(state, now):
+            # Within the backoff after a failure: fail fast rather than make
+            # every pull wait on the cloud API's timeouts again.
+            raise MintError(state.last_result.removeprefix("failed: "))
         return await self._mint(key, state)
 
     async def renew(self, key: str) -> Minted | None:
@@ -119,6 +126,9 @@ class MintedCredentials:
             await self._mint(key, state)
         except MintError:
             pass  # recorded in the state; pulls keep the current token while it lasts
+        except Exception:
+            # Never let one provider's surprise stop renewals for everyone.
+            log.exception("renewing credentials for %s failed unexpectedly", state.registry)
 
     def _may_try(self, state: MintState, now: float) -> bool:
         if state.failures == 0 or state.last_attempt is None:
@@ -137,12 +147,15 @@ class MintedCredentials:
         state.last_attempt = self._clock()
         try:
             minted = await asyncio.to_thread(state.minter.mint)
-        except MintError as exc:
+        except Exception as exc:
+            if not isinstance(exc, MintError):
+                log.exception("minting credentials for %s raised", state.registry)
+                exc = MintError(f"unexpected {type(exc).__name__}")
             state.failures += 1
             state.failures_total += 1
             state.last_result = f"failed: {exc}"
             log.warning("minting credentials for %s failed (%d in a row): %s", state.registry, state.failures, exc)
-            raise
+            raise exc from None
         now = self._clock()
         state.minted, state.minted_at, state.failures, state.last_result = minted, now, 0, "ok"
         state.mints += 1

@@ -41,7 +41,10 @@ def open_pools(*, connect_timeout: float = 15.0, read_timeout: float = 120.0) ->
             # Cookies never travel: upstreams get only what we choose to send.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
-            headers={"User-Agent": USER_AGENT},
+            # auto_decompress is off (blobs pass through as stored), so ask
+            # for no transfer compression: a gzipped token or manifest
+            # answer would otherwise be read as its compressed bytes.
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
         )
 
-    return Pools(trusted=session(None), public=session(PublicOnlyResolver()))
+    return Pools(trusted=session(PublicOnlyResolver(private_ok=True)), public=session(PublicOnlyResolver()))

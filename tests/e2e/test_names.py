@@ -151,3 +151,11 @@ def test_unconfigured_registry_on_a_private_address_is_refused(idle_proxy: objec
     assert plain_upstream.count_requests("GET", "/manifests/1") == 0
     via_ns = get(host, "/v2/org/app/manifests/1?ns=localhost:" + plain_upstream.host.split(":")[1])
     assert via_ns.status == 403 and via_ns.error_codes == ["DENIED"]
+
+
+def test_link_local_is_refused_even_for_configured_registries(make_proxy: ProxyFactory) -> None:
+    # Cloud metadata services live there; no registry does.
+    proxy = make_proxy({"registries": [{"address": "metadata.example", "endpoint": "http://169.254.169.254"}]})
+    reply = get(proxy.host, "/v2/metadata.example/latest/manifests/meta-data")
+    assert reply.status == 403 and reply.error_codes == ["DENIED"]
+    assert "169.254.169.254" in reply.error_message

@@ -153,10 +153,15 @@ def test_rotated_certificate_is_served_to_new_connections(make_proxy: ProxyFacto
     kept.request("GET", "/v2/")
     assert kept.getresponse().read() == b"{}"
 
-    # cert-manager style: the new pair replaces the files in place.
+    # cert-manager style: the new pair replaces the files in place, the
+    # certificate first; a reload in between sees a mismatched pair and must
+    # keep serving the old one.
     _, new_cert, new_key = _server_pair(tmp_path, "next")
-    key_file.write_bytes(new_key.read_bytes())
     cert_file.write_bytes(new_cert.read_bytes())
+    time.sleep(1.0)
+    assert _presented(proxy.host) == first
+    assert "keeping the current TLS certificate" in proxy.log_text()
+    key_file.write_bytes(new_key.read_bytes())
     deadline = time.monotonic() + 10
     while _presented(proxy.host) == first and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -32,3 +32,14 @@ def test_documented_bodies_forbid_unknown_fields_and_never_return_passwords() ->
     for name in ("NewRegistry", "RegistryEdit"):
         assert schemas[name]["additionalProperties"] is False
         assert schemas[name]["properties"]["password"]["writeOnly"] is True
+
+
+def test_documented_credential_fields_are_the_accepted_ones() -> None:
+    from proxy.credential_kinds import ALL_FIELDS
+
+    schemas = OPENAPI["components"]["schemas"]
+    assert set(schemas["NewRegistry"]["properties"]) == set(ALL_FIELDS)
+    assert set(schemas["RegistryEdit"]["properties"]) == set(ALL_FIELDS)
+    for secret in ("password", "secret_access_key", "json_key"):
+        assert schemas["NewRegistry"]["properties"][secret]["writeOnly"] is True
+        assert secret not in schemas["Registry"]["properties"]
