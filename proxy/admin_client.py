@@ -34,8 +34,9 @@ MAX_ANSWER = 16 * 1024 * 1024
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-# What a request body holds: the upstreams API takes booleans, and null to clear a field.
-Body: TypeAlias = Mapping[str, str | bool | None]
+# What a request body holds: the upstreams API takes booleans and null to clear a
+# field; a credential's renew_margin is a number of seconds.
+Body: TypeAlias = Mapping[str, str | bool | int | float | None]
 
 MISSING_TOKEN = (f"no admin token: pass --token-file PATH (the proxy writes one to <data_dir>/admin-token on first "
                  f"start), set ${ADMIN_TOKEN_ENV}, or pass --token")
@@ -125,22 +126,20 @@ class AdminClient:
     def list_registries(self) -> dict[str, Any]:
         return self._call("GET", "/registries")
 
-    def add_registry(self, *, address: str, username: str, password: str, email: str | None) -> dict[str, Any]:
-        body = {"address": address, "username": username, "password": password}
-        if email is not None:
-            body["email"] = email
-        return self._call("POST", "/registries", body, secrets=(password,))
+    def add_registry(self, address: str, fields: Body, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """POST a credential of any kind; fields set to None are left out, so the server's defaults apply.
+
+        ``secrets`` (password, secret access key, JSON key) are scrubbed from errors.
+        """
+        body = {"address": address, **_given(fields)}
+        return self._call("POST", "/registries", body, secrets=secrets)
 
     def show_registry(self, record_id: int) -> dict[str, Any]:
         return self._call("GET", f"/registries/{record_id}")
 
-    def edit_registry(self, record_id: int, *, password: str, username: str | None = None,
-                      email: str | None = None, address: str | None = None) -> dict[str, Any]:
-        body = {"password": password}
-        for key, value in (("username", username), ("email", email), ("address", address)):
-            if value is not None:
-                body[key] = value
-        return self._call("PATCH", f"/registries/{record_id}", body, secrets=(password,))
+    def edit_registry(self, record_id: int, fields: Body, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
+        """PATCH the given fields; None leaves one as it is (the registries API has no null)."""
+        return self._call("PATCH", f"/registries/{record_id}", _given(fields), secrets=secrets)
 
     def set_active(self, record_id: int, active: bool) -> dict[str, Any]:
         return self._call("POST", f"/registries/{record_id}/{'activate' if active else 'deactivate'}")
@@ -251,6 +250,10 @@ class AdminClient:
                               "(see the proxy's log)", status=status)
         return AdminError(f"the proxy at {self.url} answered HTTP {status} {_scrub(reason, hide)}; "
                           "does --url point at registry-proxy?", status=status)
+
+
+def _given(fields: Body) -> dict[str, str | bool | int | float | None]:
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _upstream_path(address: str) -> str:

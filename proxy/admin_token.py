@@ -11,7 +11,6 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from proxy.settings import Settings, SettingsError
 

@@ -3,14 +3,21 @@
 ``registry-proxy upstreams ...`` and ``registries fetch-ca`` live in
 ``proxy.cli_upstreams``, on the parser and output helpers of this module.
 
-Passwords are never command-line arguments, where ``ps`` and shell history
-would show them: they come from stdin (``--password-stdin``) or a prompt.
+Secrets are never command-line arguments, where ``ps`` and shell history
+would show them: a password or an AWS secret access key comes from stdin
+(``--password-stdin``, ``--secret-access-key-stdin``) or a prompt, a Google
+service-account key from a file or stdin. The API never answers with one, so
+nothing here can print one.
+
+Three kinds of credential: ``basic`` (username and password, the default),
+``ecr`` and ``gcr``, for which the proxy mints registry passwords itself.
+Flags of another kind than the credential's are refused here, before any
+secret is read, naming the API field they would have set.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -18,6 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from proxy.admin_client import ADMIN_TOKEN_ENV, DEFAULT_URL, URL_ENV, AdminClient, AdminError, UsageError, resolve_token
+from proxy.credential_kinds import KINDS
+from proxy.cli_kinds import check_kind_flags, kind_options, margin, minted_fields, read_secret, text, token_fields
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_parsers", "run_admin"]
 
@@ -26,8 +35,18 @@ PROG = "registry-proxy"
 
 Handler = Callable[[AdminClient, argparse.Namespace], None]
 
-_REGISTRY_COLUMNS = ("ID", "ADDRESS", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE", "CREATED")
-_REGISTRY_FIELDS = ("id", "address", "username", "email", "state", "in use", "source", "created", "updated")
+_REGISTRY_COLUMNS = ("ID", "ADDRESS", "KIND", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE", "CREATED")
+_REGISTRY_FIELDS = ("id", "address", "kind", "username", "email", "state", "in use", "source", "created", "updated")
+# Shown under the common fields for credentials the proxy mints passwords for.
+_MINTED_FIELDS = {"ecr": ("access_key_id", "role_arn", "aws_endpoint_url", "renew_margin"),
+                  "gcr": ("mode", "client_email", "renew_margin")}
+# What an unset field means, so "-" is not the whole story.
+_UNSET_MEANS = {("ecr", "access_key_id"): "default AWS credential chain",
+                ("gcr", "client_email"): "Application Default Credentials",
+                ("ecr", "renew_margin"): "last quarter of the token's lifetime",
+                ("gcr", "renew_margin"): "last quarter of the token's lifetime"}
+# A Google service-account key is a few KiB; the API takes at most 1 MiB per body.
+MAX_KEY_FILE = 256 * 1024
 _SETTING_FIELDS = ("name", "value", "source", "updated")
 
 
@@ -42,23 +61,29 @@ def add_admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                                 "exist per address; the newest active one is in use.")
     actions = registries.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    add = _leaf(actions, "add", common, _add, "add a credential; it becomes the one in use for its address")
-    add.add_argument("address", metavar="ADDRESS", help="registry host[:port], no scheme, e.g. quay.io")
-    add.add_argument("--username", required=True, help="user name at the registry")
+    add = _leaf(actions, "add", common, _add, "add a credential; it becomes the one in use for its address",
+                description="Add a credential; it becomes the one in use for its address. --kind basic (the "
+                            "default) takes a username and password; ecr and gcr credentials let the proxy mint "
+                            "registry passwords itself and renew them before they expire.")
+    add.add_argument("address", metavar="ADDRESS", help="registry host[:port], no scheme, e.g. quay.io, "
+                     "123456789012.dkr.ecr.eu-west-1.amazonaws.com or europe-west1-docker.pkg.dev")
+    add.add_argument("--kind", choices=KINDS, default="basic", help="basic (default): username and password; "
+                     "ecr: AWS ECR; gcr: Google Container/Artifact Registry")
     add.add_argument("--email", help="contact e-mail stored with the credential")
-    _password_option(add)
+    kind_options(add, new=True)
 
     _leaf(actions, "list", common, _list, "list credentials", aliases=["ls"])
     _id_argument(_leaf(actions, "show", common, _show, "show one credential"))
 
-    edit = _leaf(actions, "edit", common, _edit, "change username or e-mail; the password must be given again",
-                 description="Change a credential. The password is write-only, so every edit asks for it "
-                             "again (it may be the same one).")
+    edit = _leaf(actions, "edit", common, _edit, "change a credential; its secret must be given again",
+                 description="Change a credential; fields not given stay as they are. Secrets are write-only, "
+                             "so every edit sends the credential's secret again (it may be the same one): the "
+                             "password, an ecr credential's secret access key, a gcr credential's JSON key. "
+                             "The kind cannot change.")
     _id_argument(edit)
-    edit.add_argument("--username", help="new user name")
     edit.add_argument("--email", help="new e-mail ('' clears it)")
     edit.add_argument("--address", help="must equal the current address; to move a credential, add a new one")
-    _password_option(edit)
+    kind_options(edit, new=False)
 
     _id_argument(_leaf(actions, "activate", common, _activate, "use a credential again"))
     _id_argument(_leaf(actions, "deactivate", common, _deactivate, "stop using a credential at once"))
@@ -128,17 +153,22 @@ def _record_id(text: str) -> int:
     return int(text)
 
 
-def _password_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--password-stdin", action="store_true",
-                        help="read the password from stdin (one trailing newline is dropped) instead of asking")
-
-
-# Handlers
-
-
 def _add(client: AdminClient, args: argparse.Namespace) -> None:
-    password = _password(args, f"Password for {args.username} at {args.address}: ")
-    record = client.add_registry(address=args.address, username=args.username, password=password, email=args.email)
+    kind: str = args.kind
+    check_kind_flags(args, kind, f"--kind {kind}")
+    fields: dict[str, str | int | float | None] = {"email": args.email}
+    if kind == "basic":
+        if args.username is None:
+            raise UsageError("--username is required for --kind basic (the default); for ECR or Google "
+                             "registries pass --kind ecr or --kind gcr", field="username")
+        password = _password(args, f"Password for {args.username} at {args.address}: ")
+        fields.update(username=args.username, password=password)
+        secrets: tuple[str, ...] = (password,)
+    else:
+        # Left out, the server would take the credential for a basic one.
+        fields["kind"] = kind
+        secrets = minted_fields(args, kind, fields, had_secret=False, whose=f"at {args.address}")
+    record = client.add_registry(args.address, fields, secrets=secrets)
     _print_registry(args, record)
 
 
@@ -146,8 +176,9 @@ def _list(client: AdminClient, args: argparse.Namespace) -> None:
     answer = client.list_registries()
     if args.json:
         return _print_json(answer)
-    rows = [[_text(r.get("id")), _text(r.get("address")), _text(r.get("username")), _text(r.get("email")),
-             _text(r.get("state")), _yes_no(r.get("in_use")), _text(r.get("source")), _text(r.get("created"))]
+    rows = [[text(r.get("id")), text(r.get("address")), text(r.get("kind")), text(r.get("username")),
+             text(r.get("email")), text(r.get("state")), _yes_no(r.get("in_use")), text(r.get("source")),
+             text(r.get("created"))]
             for r in _items(answer, "registries")]
     _print_table(_REGISTRY_COLUMNS, rows)
 
@@ -157,13 +188,27 @@ def _show(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def _edit(client: AdminClient, args: argparse.Namespace) -> None:
-    # Fetched first so an unknown id fails before anyone types a password,
-    # and the prompt can say which credential it is for.
+    # Fetched first so an unknown id fails before anyone types a secret, the
+    # kind's flags can be checked, and the prompt can say what it is for.
     current = client.show_registry(args.id)
-    username = args.username or current.get("username")
-    password = _password(args, f"Password for {_text(username)} at {_text(current.get('address'))}: ")
-    record = client.edit_registry(args.id, password=password, username=args.username, email=args.email,
-                                  address=args.address)
+    kind = current.get("kind") or "basic"  # a proxy from before kinds has basic ones only
+    if kind not in KINDS:
+        raise AdminError(f"credential {args.id} is of kind {text(kind)!r}, which this registry-proxy does not "
+                         "know; is the proxy newer than this command?", field="kind")
+    check_kind_flags(args, kind, f"credential {args.id}, which is of kind {kind}")
+    fields: dict[str, str | int | float | None] = {"email": args.email, "address": args.address}
+    if kind == "basic":
+        username = args.username or current.get("username")
+        password = _password(args, f"Password for {text(username)} at {text(current.get('address'))}: ")
+        fields.update(username=args.username, password=password)
+        secrets: tuple[str, ...] = (password,)
+    else:
+        # The view says whether a secret is stored only through the field that
+        # comes with it: an access key id, or the key's client_email.
+        had_secret = bool(current.get("access_key_id" if kind == "ecr" else "client_email"))
+        secrets = minted_fields(args, kind, fields, had_secret=had_secret,
+                                 whose=f"for credential {args.id} at {text(current.get('address'))}")
+    record = client.edit_registry(args.id, fields, secrets=secrets)
     _print_registry(args, record)
 
 
@@ -187,60 +232,48 @@ def _get_settings(client: AdminClient, args: argparse.Namespace) -> None:
     answer = client.list_settings()
     if args.json:
         return _print_json(answer)
-    rows = [[_text(s.get("name")), _text(s.get("value")), _text(s.get("source"))] for s in _items(answer, "settings")]
+    rows = [[text(s.get("name")), text(s.get("value")), text(s.get("source"))] for s in _items(answer, "settings")]
     _print_table(("NAME", "VALUE", "SOURCE"), rows)
 
 
 def _set_setting(client: AdminClient, args: argparse.Namespace) -> None:
     answer = client.set_setting(args.name, args.value)
     for warning in answer.get("warnings") or ():
-        print(f"warning: {_text(warning)}", file=sys.stderr)
+        print(f"warning: {text(warning)}", file=sys.stderr)
     _print_setting(args, answer)
 
 
-# Passwords
+# Secrets
 
 
 def _password(args: argparse.Namespace, prompt: str) -> str:
-    if args.password_stdin:
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise AdminError("the password on stdin is not UTF-8 text", field="password") from None
-        # As docker login --password-stdin does: `echo secret |` works, and a
-        # password may still end in other whitespace.
-        password = text.removesuffix("\n").removesuffix("\r")
-        if not password:
-            raise AdminError("the password read from stdin is empty", field="password")
-        return password
-    if not sys.stdin.isatty():
-        raise UsageError("cannot ask for the password: stdin is not a terminal; pipe it in with --password-stdin")
-    try:
-        password = getpass.getpass(prompt)
-        if not password:
-            raise AdminError("the password must not be empty", field="password")
-        if getpass.getpass("Repeat the password: ") != password:
-            raise AdminError("the two passwords differ; nothing was changed", field="password")
-    except EOFError:
-        raise AdminError("no password given; nothing was changed", field="password") from None
-    return password
-
-
-# Output
+    return read_secret(args.password_stdin, "password", "password", "--password-stdin", prompt)
 
 
 def _print_registry(args: argparse.Namespace, record: dict[str, Any]) -> None:
     if args.json:
         return _print_json(record)
     values = {**record, "in use": _yes_no(record.get("in_use"))}
-    _print_fields([(key, _text(values.get(key))) for key in _REGISTRY_FIELDS])
+    pairs = [(key, text(values.get(key))) for key in _REGISTRY_FIELDS]
+    kind = record.get("kind")
+    if isinstance(kind, str) and kind in _MINTED_FIELDS:
+        for key in _MINTED_FIELDS[kind]:
+            value = record.get(key)
+            if value is None or value == "":
+                shown = text(None) + (f" ({_UNSET_MEANS[kind, key]})" if (kind, key) in _UNSET_MEANS else "")
+            elif key == "renew_margin":
+                shown = margin(value)
+            else:
+                shown = text(value)
+            pairs.append((key, shown))
+        pairs.extend(token_fields(record.get("token")))
+    _print_fields(pairs)
 
 
 def _print_setting(args: argparse.Namespace, setting: dict[str, Any]) -> None:
     if args.json:
         return _print_json(setting)
-    _print_fields([(key, _text(setting.get(key))) for key in _SETTING_FIELDS])
+    _print_fields([(key, text(setting.get(key))) for key in _SETTING_FIELDS])
 
 
 def _print_json(answer: dict[str, Any]) -> None:
@@ -269,10 +302,3 @@ def _items(answer: dict[str, Any], key: str) -> list[dict[str, Any]]:
 def _yes_no(value: object) -> str:
     return "yes" if value is True else "no"
 
-
-def _text(value: object) -> str:
-    if value is None or value == "":
-        return "-"
-    # Values come from the server and may have been typed by anyone with the
-    # token; escape sequences must not reach the operator's terminal.
-    return "".join(c if c.isprintable() else "?" for c in str(value))

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from proxy.admin_client import AdminClient, AdminError, UsageError
-from proxy.cli_admin import _items, _leaf, _print_fields, _print_json, _print_table, _text, _yes_no
+from proxy.cli_admin import _items, _leaf, _print_fields, _print_json, _print_table, _yes_no
+from proxy.cli_kinds import text
 
 __all__ = ["add_fetch_ca_parser", "add_upstreams_parser"]
 
@@ -124,9 +125,9 @@ def _list(client: AdminClient, args: argparse.Namespace) -> None:
     rows = []
     for u in _items(answer, "upstreams"):
         cas = _certificates(u)
-        rows.append([_text(u.get("address")), _text(u.get("endpoint")), _yes_no(u.get("insecure")),
+        rows.append([text(u.get("address")), text(u.get("endpoint")), _yes_no(u.get("insecure")),
                      str(len(cas)) if cas else "-", _earliest_expiry(cas), _yes_no(bool(u.get("client_cert"))),
-                     _text(u.get("source"))])
+                     text(u.get("source"))])
     _print_table(_UPSTREAM_COLUMNS, rows)
 
 
@@ -137,7 +138,7 @@ def _show(client: AdminClient, args: argparse.Namespace) -> None:
 def _remove(client: AdminClient, args: argparse.Namespace) -> None:
     client.delete_upstream(args.address)
     if not args.json:  # 204 without a body: --json prints nothing
-        print(f"removed the upstream settings for {_text(args.address)}")
+        print(f"removed the upstream settings for {text(args.address)}")
 
 
 def _set(client: AdminClient, args: argparse.Namespace) -> None:
@@ -175,7 +176,7 @@ def _fetch_ca(client: AdminClient, args: argparse.Namespace) -> None:
     if args.yes and args.fingerprint is None:
         raise UsageError(YES_NEEDS_FINGERPRINT, field="fingerprint")
     current = client.show_upstream(args.address)
-    address = _text(current.get("address") or args.address)
+    address = text(current.get("address") or args.address)
     if current.get("source") == "config":
         # The PATCH would be refused with 409; better before the operator has judged a chain.
         raise AdminError(f"how {address} is reached is set in the config file: save the certificate to a file, "
@@ -192,7 +193,7 @@ def _fetch_ca(client: AdminClient, args: argparse.Namespace) -> None:
     ask = not args.yes
     # With --json, stdout is for the answer alone; the chain is for the eyes of whoever is asked.
     if not args.json or (ask and sys.stdin.isatty()):
-        _print_chain(sys.stderr if args.json else sys.stdout, address, _text(answer.get("endpoint")), chain, chosen)
+        _print_chain(sys.stderr if args.json else sys.stdout, address, text(answer.get("endpoint")), chain, chosen)
     if chosen is None:
         raise AdminError(f"{address} presents no certificate with SHA-256 {_colons(args.fingerprint)}; nothing "
                          "was stored", field="fingerprint")
@@ -228,8 +229,8 @@ class _Presented:
         if not isinstance(self.pem, str):
             raise AdminError("the proxy's answer has a certificate without its PEM; is it an older registry-proxy?")
         self.sha256 = _pem_sha256(self.pem)
-        self.subject = _text(raw.get("subject"))
-        self.issuer = _text(raw.get("issuer"))
+        self.subject = text(raw.get("subject"))
+        self.issuer = text(raw.get("issuer"))
         self.not_before = raw.get("not_before")
         self.not_after = raw.get("not_after")
         self.is_ca = raw.get("is_ca") is True
@@ -267,9 +268,9 @@ def _confirm(question: str) -> bool:
 
 def _expiry(not_after: object, not_before: object = None) -> str:
     """`2026-12-27 20:54 UTC`, with EXPIRED (or NOT YET VALID) when the certificate does not hold now."""
-    end, start = _when(not_after), _when(not_before)
+    end, start = when(not_after), when(not_before)
     if end is None:
-        return _text(not_after)
+        return text(not_after)
     now = datetime.now(timezone.utc)
     if end <= now:
         return f"{_date(end)} EXPIRED"
@@ -279,14 +280,14 @@ def _expiry(not_after: object, not_before: object = None) -> str:
 
 
 def _earliest_expiry(cas: list[dict[str, Any]]) -> str:
-    ends = [end for end in (_when(c.get("not_after")) for c in cas) if end is not None]
+    ends = [end for end in (when(c.get("not_after")) for c in cas) if end is not None]
     if not ends:
         return "-"
     end = min(ends)
     return end.strftime("%Y-%m-%d") + (" EXPIRED" if end <= datetime.now(timezone.utc) else "")
 
 
-def _when(value: object) -> datetime | None:
+def when(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -349,12 +350,12 @@ def _read_key(path: str) -> str:
 def _print_upstream(args: argparse.Namespace, upstream: dict[str, Any]) -> None:
     if args.json:
         return _print_json(upstream)
-    pairs = [("address", _text(upstream.get("address"))), ("endpoint", _text(upstream.get("endpoint"))),
+    pairs = [("address", text(upstream.get("address"))), ("endpoint", text(upstream.get("endpoint"))),
              ("insecure", _yes_no(upstream.get("insecure")))]
     cas = _certificates(upstream)
     for n, ca in enumerate(cas, 1):
         pairs.append((f"ca cert {n}" if len(cas) > 1 else "ca cert",
-                      f"{_text(ca.get('subject'))}, expires {_expiry(ca.get('not_after'))}, SHA256 {_text(ca.get('sha256'))}"))
+                      f"{text(ca.get('subject'))}, expires {_expiry(ca.get('not_after'))}, SHA256 {text(ca.get('sha256'))}"))
     if not cas:
         pairs.append(("ca cert", "-"))
     # The first certificate is the client's own; the rest is its chain.
@@ -362,5 +363,5 @@ def _print_upstream(args: argparse.Namespace, upstream: dict[str, Any]) -> None:
     first = _CERT_BLOCK.search(client_cert) if isinstance(client_cert, str) else None
     pairs.append(("client cert", f"set, SHA256 {_colons(_pem_sha256(first.group(0)))}" if first else "-"))
     pairs.append(("client key", "set" if upstream.get("client_key_set") is True else "-"))
-    pairs.append(("source", _text(upstream.get("source"))))
+    pairs.append(("source", text(upstream.get("source"))))
     _print_fields(pairs)

@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler

@@ -29,7 +29,7 @@ TOKEN_ENV = "REGISTRY_PROXY_ADMIN_TOKEN"
 # A space inside and at the end: --password-stdin must drop only the newline.
 PASSWORD = "cli Pa55word " + new_token() + " "
 OTHER_PASSWORD = "cli-other-" + new_token()
-REGISTRY_COLUMNS = ["ID", "ADDRESS", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE", "CREATED"]
+REGISTRY_COLUMNS = ["ID", "ADDRESS", "KIND", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE", "CREATED"]
 
 
 class Cli:
@@ -121,7 +121,7 @@ def test_add_then_list_and_a_newer_credential_takes_over(cli: Cli) -> None:
 
     output = cli.ok("registries", "list")
     assert re.split(r" {2,}", output.splitlines()[0]) == REGISTRY_COLUMNS
-    assert parse_table(output) == [{"ID": first["id"], "ADDRESS": "quay.io", "USERNAME": "robot",
+    assert parse_table(output) == [{"ID": first["id"], "ADDRESS": "quay.io", "KIND": "basic", "USERNAME": "robot",
                                     "EMAIL": "ops@example.com", "STATE": "active", "IN USE": "yes", "SOURCE": "api",
                                     "CREATED": first["created"]}]
 

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from .faults import FaultyUpstream, RedirectingUpstream
-from .images import MT_INDEX, MT_LAYER_TAR, build_image, build_index, push, read_blob, sha256_digest
+from .images import MT_LAYER_TAR, build_image, build_index, push, read_blob, sha256_digest
 from .proxyproc import REPO_ROOT, ProxyFactory
 from .tokenserver import TokenServer
 from .tools import reap, require_binary, skopeo, skopeo_ok, spawn, wait_http

@@ -162,3 +162,34 @@ def test_credentials_go_only_to_a_realm_on_the_registry_site(scripted: Scripted,
     # The bearer token, not the password, went to the registry.
     assert all("s3cret" not in s["authorization"] for s in scripted.seen)
     assert any(s["authorization"] == "Bearer t0ken" for s in scripted.seen)
+
+
+def test_token_requests_carry_their_own_scope_and_no_gzip(scripted: Scripted, make_proxy: ProxyFactory) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def token(request: web.Request) -> web.StreamResponse:
+        scope = request.query.get("scope", "")
+        seen.append((scope, request.headers.get("Accept-Encoding", "")))
+        if "private/" in scope:
+            return web.json_response({"errors": [{"code": "DENIED", "message": "no"}]}, status=403)
+        response = web.json_response({"token": "t0ken", "expires_in": 300})
+        # What nginx with `gzip on` does when the client allows it.
+        response.enable_compression()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/token", token)
+    server = BackgroundApp(app, name="e2e-picky-realm")
+    try:
+        scripted.realm = f"{server.url}/token"
+        host = proxy_for(make_proxy, scripted)
+        assert get(host, "/v2/scripted.example/private/x/manifests/1").status == 401
+        # The remembered challenge came with private/x; later repositories
+        # must still ask for their own scope, and get a readable token.
+        for repo in ("pub/y", "pub/z"):
+            assert get(host, f"/v2/scripted.example/{repo}/manifests/1").body == MANIFEST
+        assert [scope for scope, _ in seen] == ["repository:private/x:pull", "repository:pub/y:pull",
+                                                "repository:pub/z:pull"]
+        assert all("gzip" not in encoding for _, encoding in seen)
+    finally:
+        server.stop()

@@ -6,7 +6,6 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.tags import TagPage, _next_query, _paginate
 
 # As an upstream that ignores n and last returns them: everything, in no particular order.
