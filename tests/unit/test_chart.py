@@ -25,6 +25,7 @@ import trustme
 import yaml
 from aiohttp import web
 
+from proxy import config_registries
 from proxy import settings as settings_module
 from proxy.admin_token import ADMIN_TOKEN_ENV, MIN_LENGTH, resolve_admin_token
 from proxy.api.observe import setup_observe_routes
@@ -253,7 +254,7 @@ def test_schema_config_keys_follow_the_settings_parser() -> None:
     config = _schema()["properties"]["config"]["properties"]
     assert set(config) == set(settings_module._TOP_KEYS)
     assert set(config["cache"]["properties"]) == set(settings_module._CACHE_KEYS)
-    assert set(config["registries"]["items"]["properties"]) == set(settings_module._REGISTRY_KEYS)
+    assert set(config["registries"]["items"]["properties"]) == set(config_registries._REGISTRY_KEYS)
     assert set(config["log"]["properties"]) == set(settings_module._LOG_KEYS)
     assert set(config["tls"]["properties"]) == set(settings_module._TLS_KEYS)
     assert set(config["admin"]["properties"]) == set(settings_module._ADMIN_KEYS)
