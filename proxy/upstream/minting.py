@@ -125,7 +125,8 @@ class MintedCredentials:
         try:
             await self._mint(key, state)
         except MintError:
-            pass  # recorded in the state; pulls keep the current token while it lasts
+            # Recorded in the state; pulls keep the current token while it lasts.
+            return
         except Exception:
             # Never let one provider's surprise stop renewals for everyone.
             log.exception("renewing credentials for %s failed unexpectedly", state.registry)

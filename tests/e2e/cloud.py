@@ -22,6 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .bgserver import BackgroundApp
 
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+GAR = "us-docker.pkg.dev"
+# No stray AWS configuration or instance metadata on the test machine may leak in.
+AWS_ISOLATION = {"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+                 "AWS_EC2_METADATA_DISABLED": "true"}
 GOOGLE_AUDIENCE = "https://oauth2.googleapis.com/token"
 ECR_TARGET = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from .faults import FaultyUpstream, RedirectingUpstream
+from .images import build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess, start_proxy
 from .tokenserver import TokenServer
 from .tools import log_tail
@@ -139,3 +140,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def short_tokens(tmp_path: Path) -> Iterator[TokenServer]:
+    """Registry bearer tokens of one second, so every pull shows the registry
+    the current minted password rather than a cached token."""
+    server = TokenServer(tmp_path / "short-token", {}, private_prefixes=("private/",), expires_in=1)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registry(make_upstream: UpstreamFactory, short_tokens: TokenServer, oci_layout: Path) -> Upstream:
+    """A token-auth registry holding private/app:1, for minted (ECR, GCR) credentials."""
+    upstream = make_upstream("cloud", auth="token", token_server=short_tokens)
+    build_image(oci_layout, "1")
+    push(upstream, oci_layout, "1", "private/app")
+    return upstream

@@ -5,42 +5,20 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from .admin import Admin, new_token
-from .cloud import FakeEcr, FakeGoogleTokenEndpoint, service_account_key
+from .cloud import AWS_ISOLATION, ECR, FakeEcr, FakeGoogleTokenEndpoint, GAR, service_account_key
 from .http import gather_gets, get
-from .images import build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess
 from .tokenserver import TokenServer
 from .upstream import Upstream
 
-ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-GAR = "us-docker.pkg.dev"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/" + secrets.token_urlsafe(12)
-# No stray AWS configuration or instance metadata on the test machine may leak in.
-AWS_ISOLATION = {"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                 "AWS_EC2_METADATA_DISABLED": "true"}
 
 
-@pytest.fixture
-def short_tokens(tmp_path: Path) -> Iterator[TokenServer]:
-    # Registry bearer tokens of one second, so every pull shows the registry
-    # the current minted password rather than a cached token.
-    server = TokenServer(tmp_path / "token", {}, private_prefixes=("private/",), expires_in=1)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def registry(make_upstream: Callable[..., Upstream], short_tokens: TokenServer, oci_layout: Path) -> Upstream:
-    upstream = make_upstream("cloud", auth="token", token_server=short_tokens)
-    build_image(oci_layout, "1")
-    push(upstream, oci_layout, "1", "private/app")
-    return upstream
 
 
 def start(make_proxy: ProxyFactory, upstream: Upstream, address: str) -> tuple[ProxyProcess, Admin]:

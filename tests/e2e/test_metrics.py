@@ -21,19 +21,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .admin import new_token
-from .cloud import FakeEcr
+from .cloud import AWS_ISOLATION, ECR, FakeEcr
 from .http import Reply, call, get
 from .images import ImageInfo, build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess
 from .tokenserver import TokenServer
 from .upstream import MANIFEST_ACCEPT, Upstream
 
-ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 BROKEN_ECR = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/" + secrets.token_urlsafe(12)
-# No stray AWS configuration or instance metadata on the test machine may leak in.
-AWS_ISOLATION = {"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                 "AWS_EC2_METADATA_DISABLED": "true"}
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .admin import new_token
-from .cloud import FakeEcr
+from .cloud import AWS_ISOLATION, ECR, FakeEcr
 from .http import get
 from .images import ImageInfo, build_image, push
 from .proxyproc import REPO_ROOT, ProxyFactory, ProxyProcess
@@ -35,9 +35,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 DOCS_SCREENSHOT = REPO_ROOT / "docs" / "status-page.png"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-AWS_ISOLATION = {"AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-                 "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 @pytest.fixture(scope="module")
