@@ -13,7 +13,8 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .bgserver import BackgroundApp
+from .tokenserver import TokenServer
 
 ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 GAR = "us-docker.pkg.dev"
@@ -121,3 +123,17 @@ class FakeGoogleTokenEndpoint:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@contextmanager
+def google_account(tokens: TokenServer, mode: str) -> Iterator[tuple[FakeGoogleTokenEndpoint, str]]:
+    """A service-account key whose tokens `tokens` accepts (for mode json_key, the key itself)."""
+    endpoint = FakeGoogleTokenEndpoint(lambda token: tokens.set_login("oauth2accesstoken", token))
+    try:
+        key_json, private_key = service_account_key(endpoint.token_uri)
+        endpoint.public_key = private_key.public_key()
+        if mode == "json_key":
+            tokens.set_login("_json_key", key_json)
+        yield endpoint, key_json
+    finally:
+        endpoint.stop()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .admin import new_token
-from .cloud import AWS_ISOLATION, ECR, FakeEcr, FakeGoogleTokenEndpoint, GAR, service_account_key
+from .cloud import AWS_ISOLATION, ECR, FakeEcr, GAR, google_account
 from .http import get
 from .proxyproc import ProxyFactory, ProxyProcess
 from .test_admin_cli import Cli, parse_fields, parse_table, run_in_pty
@@ -105,12 +105,7 @@ def test_ecr_with_an_access_key_from_stdin(registry: Upstream, short_tokens: Tok
 @pytest.mark.parametrize("mode", ["access_token", "json_key"])
 def test_gcr_with_a_key_file(registry: Upstream, short_tokens: TokenServer, make_proxy: ProxyFactory,
                              tmp_path: Path, mode: str) -> None:
-    endpoint = FakeGoogleTokenEndpoint(lambda token: short_tokens.set_login("oauth2accesstoken", token))
-    try:
-        key_json, private_key = service_account_key(endpoint.token_uri)
-        endpoint.public_key = private_key.public_key()
-        if mode == "json_key":
-            short_tokens.set_login("_json_key", key_json)
+    with google_account(short_tokens, mode) as (endpoint, key_json):
         key_file = tmp_path / "key.json"
         key_file.write_text(key_json)
         cli = start(make_proxy, tmp_path, [{"address": GAR, "endpoint": registry.url}])
@@ -143,8 +138,6 @@ def test_gcr_with_a_key_file(registry: Upstream, short_tokens: TokenServer, make
 
         cli.assert_nothing_leaked("PRIVATE KEY", json.loads(key_json)["private_key_id"],
                                   *short_tokens.users.values())
-    finally:
-        endpoint.stop()
 
 
 def test_bad_inputs_are_one_line_naming_the_field(make_proxy: ProxyFactory, tmp_path: Path) -> None:

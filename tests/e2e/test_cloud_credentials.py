@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .admin import Admin, new_token
-from .cloud import AWS_ISOLATION, ECR, FakeEcr, FakeGoogleTokenEndpoint, GAR, service_account_key
+from .cloud import AWS_ISOLATION, ECR, FakeEcr, GAR, google_account
 from .http import gather_gets, get
 from .proxyproc import ProxyFactory, ProxyProcess
 from .tokenserver import TokenServer
@@ -123,12 +123,7 @@ def test_failing_mint_keeps_the_last_token_until_it_expires(registry: Upstream, 
 @pytest.mark.parametrize("mode", ["access_token", "json_key"])
 def test_gcr_service_account_key_in_both_modes(registry: Upstream, short_tokens: TokenServer,
                                                make_proxy: ProxyFactory, mode: str) -> None:
-    endpoint = FakeGoogleTokenEndpoint(lambda token: short_tokens.set_login("oauth2accesstoken", token))
-    try:
-        key_json, private_key = service_account_key(endpoint.token_uri)
-        endpoint.public_key = private_key.public_key()
-        if mode == "json_key":
-            short_tokens.set_login("_json_key", key_json)
+    with google_account(short_tokens, mode) as (endpoint, key_json):
         proxy, admin = start(make_proxy, registry, GAR)
         anonymous = get(proxy.host, f"/v2/{GAR}/private/app/manifests/1")
         assert anonymous.status == 401
@@ -142,8 +137,6 @@ def test_gcr_service_account_key_in_both_modes(registry: Upstream, short_tokens:
             assert endpoint.grants == []
         seen = json.dumps([r.json() for r in admin.replies if r.body]) + proxy.log_text()
         assert "PRIVATE KEY" not in seen and json.loads(key_json)["private_key_id"] not in seen
-    finally:
-        endpoint.stop()
 
 
 BAD = [
