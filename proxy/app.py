@@ -11,50 +11,54 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from proxy.admin_token import resolve_admin_token
-from proxy.api.admin import admin_errors, setup_admin_routes
-from proxy.api.errors import add_api_version, registry_errors
-from proxy.api.humanize import ago, human_bytes, human_duration, until
-from proxy.api.observe import new_observer, observe_requests, setup_observe_routes, state_collector
+from proxy.api.accesslog import AccessLogger
+from proxy.api.admin import PREFIX, admin_app
+from proxy.api.metrics import new_observer, setup_observe_routes, state_collector
 from proxy.api.state import ADMIN_TOKEN, LIVE, OBSERVER, SERVICES, SETTINGS, Services
 from proxy.api.status import setup_status_routes
-from proxy.api.v2 import setup_routes
+from proxy.api.v2 import registry_app
+from proxy.config.settings import Settings
+from proxy.directory import LiveState
+from proxy.humanize import ago, human_bytes, human_duration, until
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
-from proxy.settings import Settings
 from proxy.storage.content import ContentStore
 from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
+from proxy.store.admin_token import resolve_admin_token
+from proxy.store.credentials import RegistryStore
+from proxy.store.crypto import SecretBox, load_key
+from proxy.store.db import Database
+from proxy.store.runtime_settings import DEFAULTS, SettingsStore
+from proxy.store.upstreams import UpstreamStore
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.pools import open_pools
 from proxy.upstream.tls import TlsContexts
-from proxy.store.crypto import SecretBox, load_key
-from proxy.store.db import Database
-from proxy.store.live import LiveState
-from proxy.store.registries import RegistryStore
-from proxy.store.settings import DEFAULTS, SettingsStore
-from proxy.store.upstreams import UpstreamStore
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_runner"]
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[admin_errors, observe_requests, registry_errors])
+    app = web.Application()
     app[SETTINGS] = settings
     app[OBSERVER] = new_observer(app)
     app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_services)
-    app.on_response_prepare.append(add_api_version)
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("proxy", "templates"), autoescape=True)
     env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
-    setup_routes(app)
-    setup_admin_routes(app)
+    app.add_subapp("/v2", registry_app())
+    app.add_subapp(PREFIX, admin_app())
     setup_observe_routes(app)
     setup_status_routes(app)
     return app
+
+
+def create_runner(settings: Settings) -> web.AppRunner:
+    """The runner ``serve`` starts; signals are the command line's to handle."""
+    return web.AppRunner(create_app(settings), handle_signals=False, access_log_class=AccessLogger)
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
@@ -65,11 +69,13 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         box = SecretBox(await asyncio.to_thread(load_key, settings.key_file, os.environ))
         live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db),
                          upstreams=UpstreamStore(db, box), configs=settings.registries)
-        await live.registries.sync_config(settings.registries)
+        await live.registries.sync_config(
+            {a: c.credential for a, c in settings.registries.items() if c.credential is not None})
         await live.settings.seed({name: settings.file_settings.get(name) for name in DEFAULTS})
         await live.reload()
         app[LIVE] = live
-        token = await asyncio.to_thread(resolve_admin_token, settings, os.environ)
+        token = await asyncio.to_thread(resolve_admin_token, settings.admin_token_file, settings.data_dir,
+                                        os.environ)
         app[ADMIN_TOKEN] = token
         log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
         # Renews minted credentials (ECR, GCR) ahead of expiry even when nobody pulls.

@@ -27,4 +27,10 @@ else
   python=python
 fi
 "$python" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The layers' import contracts, lint and strict types: a crossed layer fails the run.
+bin=$("$python" -c 'import os, sys; print(os.path.dirname(sys.executable))')
+"$bin/lint-imports" --no-cache --no-logo
+"$bin/ruff" check --quiet proxy tests bench
+"$bin/mypy" --no-error-summary
 exec "$python" -m pytest "$@"

@@ -11,7 +11,7 @@ import logging
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from proxy.api.observe import REGISTRY
+from proxy.api.metrics import REGISTRY
 
 __all__ = ["AccessLogger"]
 

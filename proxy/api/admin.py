@@ -8,50 +8,51 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.api.admin_input import check_address, check_whitelist, read_body
-from proxy.credential_kinds import ALL_FIELDS, FIELD_TYPES, KindError, parse_credential, parse_edit
 from proxy.api.admin_upstreams import setup_upstream_routes
-from proxy.api.openapi import OPENAPI
 from proxy.api.auth import has_admin_token
+from proxy.api.openapi import OPENAPI
 from proxy.api.state import LIVE
+from proxy.credentials.kinds import ALL_FIELDS, FIELD_TYPES, KindError, parse_credential, parse_edit
+from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
-from proxy.store.live import LiveState
-from proxy.store.registries import ManagedByConfig, NotFound, RegistryRecord
-from proxy.store.settings import DEFAULTS, SettingValue
+from proxy.store.credentials import ManagedByConfig, NotFound, RegistryRecord
+from proxy.store.runtime_settings import DEFAULTS, SettingValue
 
-__all__ = ["admin_errors", "setup_admin_routes"]
+__all__ = ["PREFIX", "admin_app"]
 
 PREFIX = "/api/v1"
 
 log = logging.getLogger(__name__)
 
 
-def setup_admin_routes(app: web.Application) -> None:
+def admin_app() -> web.Application:
+    """The sub-application mounted at ``PREFIX``: JSON errors, admin token on every route but the document."""
+    app = web.Application(middlewares=[admin_errors])
     r = app.router
-    r.add_get(f"{PREFIX}/openapi.json", openapi)
-    r.add_get(f"{PREFIX}/registries", list_registries)
-    r.add_post(f"{PREFIX}/registries", add_registry)
-    r.add_get(f"{PREFIX}/registries/{{id}}", show_registry)
-    r.add_patch(f"{PREFIX}/registries/{{id}}", edit_registry)
-    r.add_delete(f"{PREFIX}/registries/{{id}}", delete_registry)
-    r.add_post(f"{PREFIX}/registries/{{id}}/activate", activate_registry)
-    r.add_post(f"{PREFIX}/registries/{{id}}/deactivate", deactivate_registry)
-    r.add_get(f"{PREFIX}/settings", list_settings)
-    r.add_get(f"{PREFIX}/settings/{{name}}", show_setting)
-    r.add_put(f"{PREFIX}/settings/{{name}}", set_setting)
-    setup_upstream_routes(app, PREFIX)
+    r.add_get("/openapi.json", openapi)
+    r.add_get("/registries", list_registries)
+    r.add_post("/registries", add_registry)
+    r.add_get("/registries/{id}", show_registry)
+    r.add_patch("/registries/{id}", edit_registry)
+    r.add_delete("/registries/{id}", delete_registry)
+    r.add_post("/registries/{id}/activate", activate_registry)
+    r.add_post("/registries/{id}/deactivate", deactivate_registry)
+    r.add_get("/settings", list_settings)
+    r.add_get("/settings/{name}", show_setting)
+    r.add_put("/settings/{name}", set_setting)
+    setup_upstream_routes(app)
+    return app
 
 
 @web.middleware
 async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/api/"):
-        return await handler(request)
     try:
         if request.path != f"{PREFIX}/openapi.json":
             _authorize(request)
@@ -87,7 +88,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def list_registries(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     return web.json_response({"registries": [_registry(live, r) for r in live.records]})
 
 
@@ -98,7 +99,7 @@ async def add_registry(request: web.Request) -> web.Response:
         given = parse_credential(body, address=address)
     except KindError as exc:
         raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     record = await live.change(lambda: live.registries.add(
         address=address, email=given.email, username=given.username, password=given.secret, kind=given.kind,
         options=given.options))
@@ -107,12 +108,12 @@ async def add_registry(request: web.Request) -> web.Response:
 
 
 async def show_registry(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     return web.json_response(_registry(live, _find(live, request)))
 
 
 async def edit_registry(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     record = _find(live, request)
     body = await read_body(request, allowed=ALL_FIELDS, required=(), types=FIELD_TYPES)
     if "address" in body and check_address(body["address"]) != record.address:
@@ -128,7 +129,7 @@ async def edit_registry(request: web.Request) -> web.Response:
 
 
 async def delete_registry(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     record = _find(live, request)
     await _write(live, lambda: live.registries.delete(record.id))
     return web.Response(status=204)
@@ -143,7 +144,7 @@ async def deactivate_registry(request: web.Request) -> web.Response:
 
 
 async def _set_active(request: web.Request, active: bool) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     record = _find(live, request)
     updated = await _write(live, lambda: live.registries.set_active(record.id, active))
     return web.json_response(_registry(live, updated))
@@ -193,18 +194,18 @@ def _registry(live: LiveState, record: RegistryRecord) -> dict[str, Any]:
 
 
 async def list_settings(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     return web.json_response({"settings": [_setting(v) for v in live.values.values()]})
 
 
 async def show_setting(request: web.Request) -> web.Response:
-    return web.json_response(_setting(request.app[LIVE].values[_setting_name(request)]))
+    return web.json_response(_setting(request.config_dict[LIVE].values[_setting_name(request)]))
 
 
 async def set_setting(request: web.Request) -> web.Response:
     name = _setting_name(request)
     body = await read_body(request, allowed=("value",), required=("value",))
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     if name == "registry.default":
         try:
             value = check_address(body["value"].strip())
@@ -235,4 +236,4 @@ def _setting(value: SettingValue) -> dict[str, Any]:
 
 
 def _time(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

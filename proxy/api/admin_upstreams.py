@@ -16,10 +16,11 @@ from aiohttp import web
 
 from proxy.api.admin_input import check_address, read_body
 from proxy.api.state import LIVE
+from proxy.credentials.certs import check_client_pair, parse_bundle
+from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
-from proxy.store.live import LiveState
 from proxy.store.upstreams import UpstreamRecord
-from proxy.upstream.certs import check_client_pair, parse_bundle, presented_chain
+from proxy.upstream.tls import presented_chain
 
 __all__ = ["setup_upstream_routes"]
 
@@ -30,28 +31,28 @@ _TYPES: dict[str, tuple[type, ...]] = {"endpoint": (str, type(None)), "insecure"
 _ENDPOINT = re.compile(r"https?://[^/\s?#@]+/?")
 
 
-def setup_upstream_routes(app: web.Application, prefix: str) -> None:
-    app.router.add_get(f"{prefix}/upstreams", list_upstreams)
-    app.router.add_get(f"{prefix}/upstreams/{{address}}", show_upstream)
-    app.router.add_patch(f"{prefix}/upstreams/{{address}}", change_upstream)
-    app.router.add_delete(f"{prefix}/upstreams/{{address}}", delete_upstream)
-    app.router.add_get(f"{prefix}/upstreams/{{address}}/certificates", fetch_certificates)
+def setup_upstream_routes(app: web.Application) -> None:
+    app.router.add_get("/upstreams", list_upstreams)
+    app.router.add_get("/upstreams/{address}", show_upstream)
+    app.router.add_patch("/upstreams/{address}", change_upstream)
+    app.router.add_delete("/upstreams/{address}", delete_upstream)
+    app.router.add_get("/upstreams/{address}/certificates", fetch_certificates)
 
 
 async def list_upstreams(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     return web.json_response({"upstreams": [_view(live, u) for u in live.upstream_records.values()]})
 
 
 async def show_upstream(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     address = _address(request)
     record = live.upstream_records.get(address) or UpstreamRecord(address, source="default")
     return web.json_response(_view(live, record))
 
 
 async def change_upstream(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     address = _address(request)
     _refuse_config(live, address)
     body = await read_body(request, allowed=_FIELDS, required=(), types=_TYPES)
@@ -63,7 +64,7 @@ async def change_upstream(request: web.Request) -> web.Response:
 
 
 async def delete_upstream(request: web.Request) -> web.Response:
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     address = _address(request)
     _refuse_config(live, address)
     if not await live.change(lambda: live.upstreams.delete(address)):
@@ -73,7 +74,7 @@ async def delete_upstream(request: web.Request) -> web.Response:
 
 async def fetch_certificates(request: web.Request) -> web.Response:
     """The chain the registry presents, unverified, for an operator to judge."""
-    live = request.app[LIVE]
+    live = request.config_dict[LIVE]
     endpoint = live.endpoint(_address(request))
     try:
         chain = await asyncio.to_thread(presented_chain, endpoint.url)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 
-from aiohttp import web
+from aiohttp import BasicAuth, web
 
 from proxy.api.state import ADMIN_TOKEN
 
@@ -15,16 +13,17 @@ __all__ = ["has_admin_token", "require_admin"]
 
 def has_admin_token(request: web.Request) -> bool:
     """Bearer <token>, or HTTP Basic with the token as the password (any user name)."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
     given = value.strip()
     if scheme.lower() == "basic":
         try:
-            given = base64.b64decode(given, validate=True).decode().partition(":")[2]
-        except (binascii.Error, UnicodeDecodeError):
+            given = BasicAuth.decode(header, encoding="utf-8").password
+        except ValueError:
             return False
     elif scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.encode(), request.app[ADMIN_TOKEN].value.encode())
+    return hmac.compare_digest(given.encode(), request.config_dict[ADMIN_TOKEN].value.encode())
 
 
 def require_admin(request: web.Request, *, realm_basic: bool) -> None:

@@ -28,7 +28,7 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
     }
     if request.method == "HEAD":
         size, source = await services.blobs.stat(target, digest)
-        request.app[OBSERVER].cache_result("blob", source, target.registry)
+        request.config_dict[OBSERVER].cache_result("blob", source, target.registry)
         headers["X-Registry-Proxy-Cache"] = source
         if size is not None:
             headers["Content-Length"] = str(size)
@@ -44,7 +44,7 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
         response = web.StreamResponse(status=status, headers=headers)
         if end is not None:
             response.content_length = end - start
-        observer = request.app[OBSERVER]
+        observer = request.config_dict[OBSERVER]
         observer.cache_result("blob", body.source, target.registry)
         served = observer.bytes_served.labels("cache" if body.source == "hit" else "upstream")
         await response.prepare(request)

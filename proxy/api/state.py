@@ -6,14 +6,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from proxy.api.observer import Observer
+from proxy.config.settings import Settings
+from proxy.directory import LiveState
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
-from proxy.admin_token import AdminToken
-from proxy.observe import Observer
-from proxy.settings import Settings
 from proxy.storage.content import ContentStore
-from proxy.store.live import LiveState
+from proxy.store.admin_token import AdminToken
 from proxy.upstream.client import UpstreamClient
 
 __all__ = ["ADMIN_TOKEN", "LIVE", "OBSERVER", "SERVICES", "SETTINGS", "Services"]

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.api.auth import require_admin
-from proxy.api.observe import readiness
+from proxy.api.metrics import readiness
+from proxy.api.observer import OTHER
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
-from proxy.observe import OTHER
 
 __all__ = ["setup_status_routes", "status_data"]
 
@@ -37,7 +37,7 @@ async def as_json(request: web.Request) -> web.Response:
 
 
 def _check(request: web.Request) -> None:
-    if not request.app[SETTINGS].status_public:
+    if not request.config_dict[SETTINGS].status_public:
         require_admin(request, realm_basic=True)
 
 

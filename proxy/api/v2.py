@@ -8,29 +8,66 @@ else on the way to the name grammar.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from proxy.api.blobs import serve_blob
-from proxy.api.observe import ENDPOINT, REGISTRY
+from proxy.api.metrics import ENDPOINT, REGISTRY, observe_requests
 from proxy.api.state import OBSERVER, SERVICES
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.tags import list_tags
 from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
 
-__all__ = ["setup_routes"]
+__all__ = ["registry_app", "render"]
+
+log = logging.getLogger(__name__)
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 _PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|tags/list)")
 _READ_METHODS = ("GET", "HEAD")
 _PAGE_SIZE = re.compile(r"[0-9]{1,6}")
 
 
-def setup_routes(app: web.Application) -> None:
-    app.router.add_route("*", "/v2", ping)
-    app.router.add_route("*", "/v2/", ping)
-    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", dispatch)
+def registry_app() -> web.Application:
+    """The /v2 sub-application: every answer, errors included, in the registry's shape."""
+    app = web.Application(middlewares=[observe_requests, registry_errors])
+    app.on_response_prepare.append(_add_api_version)
+    app.router.add_route("*", "", ping)
+    app.router.add_route("*", "/", ping)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
+    return app
+
+
+def render(request: web.Request, err: RegistryError) -> web.Response:
+    headers = dict(err.headers)
+    headers["Content-Type"] = "application/json"
+    body = err.body()
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(body))
+        return web.Response(status=err.status, headers=headers)
+    return web.Response(status=err.status, body=body, headers=headers)
+
+
+@web.middleware
+async def registry_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RegistryError as err:
+        return render(request, err)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return render(request, RegistryError(ErrorCode.INTERNAL))
+
+
+async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[API_VERSION[0]] = API_VERSION[1]
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -48,7 +85,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if raw_path.startswith("/v2/_catalog"):
             raise RegistryError(ErrorCode.UNSUPPORTED, "the catalog of a pull-through proxy is not listed")
         raise RegistryError(ErrorCode.NAME_UNKNOWN, "not a registry API path")
-    services = request.app[SERVICES]
+    services = request.config_dict[SERVICES]
     name = match["name"]
     ns = request.query.get("ns")
     request[ENDPOINT] = {"blobs": "blob", "manifests": "manifest"}.get(match["kind"] or "", "tags")
@@ -56,7 +93,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         target = services.router.resolve(name, ns)
     except RegistryError as err:
         if err.code is ErrorCode.DENIED and isinstance(err.detail, dict):
-            observer = request.app[OBSERVER]
+            observer = request.config_dict[OBSERVER]
             request[REGISTRY] = err.detail["registry"]
             observer.whitelist_denials.labels(observer.label(err.detail["registry"])).inc()
         raise
@@ -69,12 +106,12 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 
 async def _manifest(request: web.Request, target: Target, ref: str) -> web.Response:
-    services = request.app[SERVICES]
+    services = request.config_dict[SERVICES]
     reference: str | Digest = _digest(ref) if ":" in ref else _tag(ref)
     accept = ", ".join(request.headers.getall("Accept", [])) or None
     manifest = await services.manifests.get(target, reference, accept=accept,
                                             head=request.method == "HEAD")
-    observer = request.app[OBSERVER]
+    observer = request.config_dict[OBSERVER]
     observer.cache_result("manifest", manifest.cache, target.registry)
     if manifest.body is not None:
         observer.bytes_served.labels("upstream" if manifest.cache == "miss" else "cache").inc(len(manifest.body))
@@ -96,7 +133,7 @@ async def _tags(request: web.Request, target: Target, name: str, ns: str | None)
     n = request.query.get("n")
     if n is not None and not _PAGE_SIZE.fullmatch(n):
         raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"n={n[:20]!r} is not a number from 0 to 999999")
-    page = await list_tags(request.app[SERVICES].upstream, target, n=None if n is None else int(n),
+    page = await list_tags(request.config_dict[SERVICES].upstream, target, n=None if n is None else int(n),
                            last=request.query.get("last"))
     headers = {}
     if page.next_query is not None:

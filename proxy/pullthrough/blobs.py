@@ -204,7 +204,8 @@ class BlobService:
                     hasher.update(chunk)
                     fetch.advance(len(chunk))
             if expected is not None and fetch.written != expected:
-                raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent {fetch.written} of {expected} bytes for {digest}")
+                raise RegistryError(ErrorCode.UNKNOWN,
+                                    f"upstream {target.registry} sent {fetch.written} of {expected} bytes for {digest}")
             if hasher.hexdigest() != digest.hex:
                 raise RegistryError(ErrorCode.DIGEST_INVALID,
                                     f"upstream {target.registry} sent content that does not match {digest}")

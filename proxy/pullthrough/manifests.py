@@ -16,17 +16,19 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
+from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
 from proxy.reference import Digest, InvalidReference, Target, parse_digest
-from proxy.settings import CacheSettings
 from proxy.singleflight import SingleFlight
 from proxy.storage.content import ContentStore
 from proxy.storage.index import RepositoryIndex, TagRecord
 from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.failures import STALE_OK
 
 __all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService"]
+
+# Upstream failures for which serving the last known content beats failing the pull.
+STALE_OK = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN, ErrorCode.TOOMANYREQUESTS})
 
 DEFAULT_ACCEPT = ", ".join((
     "application/vnd.docker.distribution.manifest.v2+json",

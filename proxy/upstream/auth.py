@@ -19,10 +19,10 @@ from proxy.errors import ErrorCode, RegistryError
 from proxy.singleflight import SingleFlight
 from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.challenge import Challenge
+from proxy.upstream.endpoints import Credentials, Endpoint
 from proxy.upstream.failures import connection_error
 from proxy.upstream.guard import check_literal, same_site
 from proxy.upstream.pools import Pools
-from proxy.upstream.registries import Credentials, Endpoint
 
 __all__ = ["Authenticator"]
 

@@ -18,14 +18,13 @@ import aiohttp
 from yarl import URL
 
 from proxy.errors import ErrorCode, RegistryError
-from proxy.observe import Observer
 from proxy.reference import Target
 from proxy.upstream.auth import Authenticator
 from proxy.upstream.challenge import parse_challenges
+from proxy.upstream.endpoints import Credentials, Endpoint, RegistryDirectory, UpstreamEvents
 from proxy.upstream.failures import connection_error, status_error
 from proxy.upstream.guard import check_literal
 from proxy.upstream.pools import Pools
-from proxy.upstream.registries import Credentials, Endpoint, RegistryDirectory
 from proxy.upstream.tls import TlsContexts
 
 __all__ = ["UpstreamClient"]
@@ -39,7 +38,7 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 class UpstreamClient:
     def __init__(self, *, pools: Pools, registries: RegistryDirectory, tls: TlsContexts,
-                 observer: Observer) -> None:
+                 observer: UpstreamEvents) -> None:
         self.registries = registries
         self._pools = pools
         self._tls = tls

@@ -15,18 +15,15 @@ import aiohttp
 
 from proxy.errors import ErrorCode, RegistryError
 from proxy.upstream.body import BodyTooLarge, read_limited
+from proxy.upstream.endpoints import Endpoint
 from proxy.upstream.guard import BlockedAddress
-from proxy.upstream.registries import Endpoint
 from proxy.upstream.tls import describe_tls_failure
 
-__all__ = ["STALE_OK", "connection_error", "status_error"]
+__all__ = ["connection_error", "status_error"]
 
 MAX_ERROR_BODY = 64 * 1024
 
 E = TypeVar("E", bound=BaseException)
-
-# Failures for which serving the last known content beats failing the pull.
-STALE_OK = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN, ErrorCode.TOOMANYREQUESTS})
 
 _NOT_FOUND = {"manifest": ErrorCode.MANIFEST_UNKNOWN, "blob": ErrorCode.BLOB_UNKNOWN}
 _PASSED_THROUGH = {ErrorCode.NAME_UNKNOWN, ErrorCode.MANIFEST_UNKNOWN, ErrorCode.BLOB_UNKNOWN,

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TlsContexts", "TlsOptions", "describe_tls_failure"]
+from cryptography import x509
+from yarl import URL
+
+from proxy.credentials.certs import CertInfo
+
+__all__ = ["TlsContexts", "TlsOptions", "describe_tls_failure", "presented_chain"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +102,34 @@ def describe_tls_failure(registry: str, exc: ssl.SSLError) -> str:
         return (f"TLS with {registry} failed: the registry refused the handshake ({reason}); it may require a "
                 "client certificate: set `client_cert` and `client_key` for it")
     return f"TLS with {registry} failed: {reason}"
+
+
+def presented_chain(url: str, *, timeout: float = 10.0) -> list[CertInfo]:
+    """Connect without verifying and return the chain as presented. Blocking.
+
+    What ``registries fetch-ca`` shows the operator before anything is
+    trusted: subjects, expiry dates and fingerprints, nothing verified.
+    """
+    parsed = URL(url)
+    if parsed.scheme != "https" or not parsed.host:
+        raise ValueError(f"{url} is not an https:// endpoint; there is no certificate to fetch")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    host = parsed.host
+    with (socket.create_connection((host, parsed.port or 443), timeout=timeout) as raw,
+          ctx.wrap_socket(raw, server_hostname=host) as tls):
+        ders = _unverified_chain(tls)
+    return [CertInfo.of(x509.load_der_x509_certificate(der)) for der in ders]
+
+
+def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    public = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
+    if public is not None:
+        return [bytes(der) for der in public()]
+    # 3.11 and 3.12 have it on the private object only; failing that, the leaf alone.
+    private = getattr(getattr(tls, "_sslobj", None), "get_unverified_chain", None)
+    if private is not None:
+        return [cert.public_bytes(ssl._ssl.ENCODING_DER) for cert in private()]  # type: ignore[attr-defined]
+    leaf = tls.getpeercert(binary_form=True)
+    return [leaf] if leaf else []

@@ -121,9 +121,8 @@ def _write_layer(out: _Writable, size: int, seed: bytes | None, name: str, compr
     info.uname = info.gname = "root"
     # Large copy chunks: the default 16 KiB makes a 200 MB layer CPU-bound in Python.
     tar = tarfile.TarFile(fileobj=inner, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20)  # type: ignore[arg-type]
-    with tar:
-        with _Content(size, seed) as content:
-            tar.addfile(info, content)
+    with tar, _Content(size, seed) as content:
+        tar.addfile(info, content)
     if gz is not None:
         gz.close()
     return outer.digest, outer.size, inner.digest

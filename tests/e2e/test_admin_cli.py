@@ -101,8 +101,8 @@ def parse_table(text: str) -> list[dict[str, str]]:
     header, *rows = text.splitlines()
     names = re.split(r" {2,}", header.strip())
     starts = [header.index(name) for name in names]
-    bounds = list(zip(starts, [*starts[1:], None]))
-    return [{name: row[a:b].strip() for name, (a, b) in zip(names, bounds)} for row in rows]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    return [{name: row[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)} for row in rows]
 
 
 @pytest.fixture

@@ -109,9 +109,8 @@ def test_client_that_disconnects_does_not_spoil_the_fill(make_faulty_upstream: F
     url = f"{proxy.url}/v2/fault.example/fault/app/blobs/{fake.layer_digest}"
 
     async def leave_early() -> None:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url) as resp:
-                await resp.content.read(1024)
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            await resp.content.read(1024)
         # Leaving the block closes the connection mid-body.
 
     asyncio.run(leave_early())

@@ -18,8 +18,16 @@ from typing import Any
 
 import pytest
 
-from .daemons import (assert_through_proxy, hub_and_quay, layer_file, mounts_under, offline_env, remove_tree,
-                      require_root, run)
+from .daemons import (
+    assert_through_proxy,
+    hub_and_quay,
+    layer_file,
+    mounts_under,
+    offline_env,
+    remove_tree,
+    require_root,
+    run,
+)
 from .images import ImageInfo, build_image, push
 from .proxyproc import ProxyFactory
 from .tools import require_binary

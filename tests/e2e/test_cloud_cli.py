@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .admin import new_token
-from .cloud import AWS_ISOLATION, ECR, FakeEcr, GAR, google_account
+from .cloud import AWS_ISOLATION, ECR, GAR, FakeEcr, google_account
 from .http import get
 from .proxyproc import ProxyFactory, ProxyProcess
 from .test_admin_cli import Cli, parse_fields, parse_table, run_in_pty

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .admin import Admin, new_token
-from .cloud import AWS_ISOLATION, ECR, FakeEcr, GAR, google_account
+from .cloud import AWS_ISOLATION, ECR, GAR, FakeEcr, google_account
 from .http import gather_gets, get
 from .proxyproc import ProxyFactory, ProxyProcess
 from .tokenserver import TokenServer

@@ -15,13 +15,12 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import trustme
-
-from proxy.cli_upstreams import _expiry, _fingerprint
+from proxy.cli.upstreams import _expiry, _fingerprint
 
 from .admin import new_token
 from .http import Reply, get
@@ -302,7 +301,7 @@ def test_fingerprint_spellings_and_expiry_marks() -> None:
         _fingerprint(hashlib.sha1(b"x").hexdigest())
     with pytest.raises(argparse.ArgumentTypeError):
         _fingerprint(digest[:-1] + "g")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert _expiry((now - timedelta(days=1)).isoformat()).endswith(" UTC EXPIRED")
     assert _expiry((now + timedelta(days=1)).isoformat()).endswith(" UTC")
     assert "NOT YET VALID" in _expiry((now + timedelta(days=9)).isoformat(), (now + timedelta(days=1)).isoformat())

@@ -55,7 +55,7 @@ def test_images_are_valid_and_seed_is_reproducible(tmp_path: Path) -> None:
 
     config = json.loads(first.config_bytes)
     assert (config["os"], config["architecture"]) == ("linux", "amd64")
-    for (digest, size), diff_id, expected in zip(first.layers, config["rootfs"]["diff_ids"], [1000, 3000]):
+    for (digest, size), diff_id, expected in zip(first.layers, config["rootfs"]["diff_ids"], [1000, 3000], strict=True):
         with read_blob(tmp_path / "a", digest) as fh:
             blob = fh.read()
         assert sha256_digest(blob) == digest and len(blob) == size

@@ -408,7 +408,7 @@ def test_access_log_has_one_line_per_request(plain_upstream: Upstream, oci_layou
 
     entries = wait_for_entries(proxy, log_format, ready + len(requests))[ready:]
     assert len(entries) == len(requests), entries
-    for entry, (method, path, status, cache, body) in zip(entries, requests):
+    for entry, (method, path, status, cache, body) in zip(entries, requests, strict=True):
         assert (entry["method"], entry["path"], entry["status"], entry["cache"]) == (method, path, status, cache)
         assert entry["registry"] == ("-" if path == "/metrics" else "quay.io")
         assert entry["environment"] == "default" and entry["remote"] == "127.0.0.1"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import http.client
+import os
 import signal
 import socket
 import ssl
@@ -99,8 +99,8 @@ def test_mutual_tls_upstream(make_upstream: UpstreamFactory, oci_layout: Path, m
     assert get(proxy.host, PATH).body == manifest
 
     api_proxy, admin = with_admin(make_proxy)
-    mismatched = admin.call("PATCH", f"/upstreams/{NAME}", {"client_cert": cert.read_text(),
-                                                           "client_key": trustme.CA().issue_cert("x").private_key_pem.bytes().decode()})
+    other_key = trustme.CA().issue_cert("x").private_key_pem.bytes().decode()
+    mismatched = admin.call("PATCH", f"/upstreams/{NAME}", {"client_cert": cert.read_text(), "client_key": other_key})
     assert mismatched.status == 400 and mismatched.json()["error"]["field"] == "client_key"
     view = admin.ok("PATCH", f"/upstreams/{NAME}", {"endpoint": upstream.url, "ca_cert": upstream.ca_file.read_text(),  # type: ignore[union-attr]
                                                     "client_cert": cert.read_text(), "client_key": key.read_text()})

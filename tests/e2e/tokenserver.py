@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ class TokenServer:
             "token": token,
             "access_token": token,
             "expires_in": self.expires_in,
-            "issued_at": datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z"),
+            "issued_at": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
         }
 
     # -- HTTP ----------------------------------------------------------------

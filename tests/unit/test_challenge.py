@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from proxy.upstream.challenge import Challenge, parse_challenges
 
 DOCKER_HUB = (

@@ -24,12 +24,11 @@ import pytest
 import trustme
 import yaml
 from aiohttp import web
-
-from proxy import config_registries
-from proxy import settings as settings_module
-from proxy.admin_token import ADMIN_TOKEN_ENV, MIN_LENGTH, resolve_admin_token
-from proxy.api.observe import setup_observe_routes
-from proxy.settings import load_settings
+from proxy.api.metrics import setup_observe_routes
+from proxy.config import registries as config_registries
+from proxy.config import settings as settings_module
+from proxy.config.settings import load_settings
+from proxy.store.admin_token import ADMIN_TOKEN_ENV, MIN_LENGTH, resolve_admin_token
 from proxy.store.crypto import KEY_ENV, load_key
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "registry-proxy"
@@ -367,7 +366,7 @@ def test_generated_secrets_are_accepted_by_the_proxy(tmp_path: Path) -> None:
     alphabet = string.ascii_letters + string.digits
     token = "".join(secrets.choice(alphabet) for _ in range(int(token_length[1])))
     settings = load_settings(None, data_dir=str(tmp_path), environ={})
-    assert resolve_admin_token(settings, {ADMIN_TOKEN_ENV: token}).value == token
+    assert resolve_admin_token(settings.admin_token_file, settings.data_dir, {ADMIN_TOKEN_ENV: token}).value == token
     assert len(token) >= MIN_LENGTH
     # The env value is the Secret's data decoded once: base64 of the random text.
     key_text = base64.b64encode("".join(secrets.choice(alphabet) for _ in range(int(key_length[1]))).encode())

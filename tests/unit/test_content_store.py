@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from proxy.reference import Digest, Target
 from proxy.storage.content import ContentStore
 from proxy.storage.index import RepositoryIndex, TagRecord

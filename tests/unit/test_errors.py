@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-
 from proxy.errors import ErrorCode, RegistryError, error_body
 
 # Statuses from the OCI distribution spec's error code table (and the README).

@@ -9,7 +9,6 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
-
 from proxy.upstream.guard import BlockedAddress, PublicOnlyResolver, check_literal, is_public, same_site
 
 NON_PUBLIC = [

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from proxy.api.humanize import ago, human_bytes, human_duration, until
+from proxy.humanize import ago, human_bytes, human_duration, until
 
 KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
 NOW = 1_800_000_000.0

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from proxy.upstream.minting import MintedCredentials
-from proxy.upstream.providers import Minted, MintError
-from proxy.upstream.providers.ecr import parse_ecr_address
-from proxy.upstream.providers.gcr import check_gcr_address, parse_service_account_key
+from proxy.credentials.minting import MintedCredentials
+from proxy.credentials.providers import Minted, MintError
+from proxy.credentials.providers.ecr import parse_ecr_address
+from proxy.credentials.providers.gcr import check_gcr_address, parse_service_account_key
 
 
 class Clock:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from proxy.api.openapi import OPENAPI
 from proxy.app import create_app
-from proxy.settings import Settings
+from proxy.config.settings import Settings
 
 
 def _routes(tmp_path: Path) -> set[tuple[str, str]]:
@@ -35,7 +35,7 @@ def test_documented_bodies_forbid_unknown_fields_and_never_return_passwords() ->
 
 
 def test_documented_credential_fields_are_the_accepted_ones() -> None:
-    from proxy.credential_kinds import ALL_FIELDS
+    from proxy.credentials.kinds import ALL_FIELDS
 
     schemas = OPENAPI["components"]["schemas"]
     assert set(schemas["NewRegistry"]["properties"]) == set(ALL_FIELDS)

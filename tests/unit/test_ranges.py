@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from proxy.api.blobs import _parse_range
 from proxy.errors import ErrorCode, RegistryError
 

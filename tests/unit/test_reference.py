@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from proxy.reference import (
     Digest,
     InvalidReference,

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-
-from proxy.settings import CacheSettings, RegistryConfig, Settings, SettingsError, load_settings
+from proxy.config.settings import CacheSettings, RegistryConfig, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(p for p in (ROOT / "config").rglob("*") if p.suffix in (".yaml", ".yml"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 import pytest
-
 from proxy.pullthrough.tags import TagPage, _next_query, _paginate
 
 # As an upstream that ignores n and last returns them: everything, in no particular order.

@@ -16,9 +16,18 @@ from typing import Any
 
 import yaml
 
-from proxy.config_registries import RegistryConfig, parse_registries
-from proxy.config_values import (SettingsError, boolean, check_keys, duration, file_path, mapping,
-                                 registry_address, size, string)
+from proxy.config.registries import RegistryConfig, parse_registries
+from proxy.config.values import (
+    SettingsError,
+    boolean,
+    check_keys,
+    duration,
+    file_path,
+    mapping,
+    registry_address,
+    size,
+    string,
+)
 from proxy.reference import DOCKER_HUB
 
 __all__ = ["CacheSettings", "RegistryConfig", "ServerTls", "Settings", "SettingsError", "load_settings"]

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.settings import RegistryConfig
+from proxy.credentials.kinds import CredentialInput
 from proxy.store.crypto import SecretBox
 from proxy.store.db import Database
 
@@ -114,9 +114,8 @@ class RegistryStore:
         await self._db.checkpoint()
         return self._record(row, decrypt=False)
 
-    async def sync_config(self, configs: Mapping[str, RegistryConfig]) -> None:
-        """Make the config file's credentials the store's ``source: config`` rows."""
-        wanted = {a: c.credential for a, c in configs.items() if c.credential is not None}
+    async def sync_config(self, wanted: Mapping[str, CredentialInput]) -> None:
+        """Make the config file's credentials (by address) the store's ``source: config`` rows."""
 
         def sync(conn: sqlite3.Connection) -> None:
             rows = conn.execute("SELECT * FROM registries WHERE source = 'config'").fetchall()

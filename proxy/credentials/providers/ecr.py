@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.upstream.providers import Minted, MintError
+from proxy.credentials.providers import Minted, MintError
 
 __all__ = ["EcrAddress", "EcrMinter", "parse_ecr_address"]
 

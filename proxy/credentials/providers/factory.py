@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.upstream.providers import Minter
-from proxy.upstream.providers.ecr import EcrMinter, parse_ecr_address
-from proxy.upstream.providers.gcr import GcrMinter
+from proxy.credentials.providers import Minter
+from proxy.credentials.providers.ecr import EcrMinter, parse_ecr_address
+from proxy.credentials.providers.gcr import GcrMinter
 
 __all__ = ["MINTED_KINDS", "build_minter"]
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from proxy.admin_client import AdminError, UsageError
-from proxy.api.humanize import ago, human_duration, until
-from proxy.upstream.providers.gcr import GCR_MODES
+from proxy.cli.client import AdminError, UsageError
+from proxy.credentials.providers.gcr import GCR_MODES
+from proxy.humanize import ago, human_duration, until
 
 __all__ = ["MAX_KEY_FILE", "check_kind_flags", "kind_options", "margin", "minted_fields", "read_secret", "read_stdin",
            "text", "token_fields"]

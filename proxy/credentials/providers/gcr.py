@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
-from proxy.upstream.providers import Minted, MintError
+from proxy.credentials.providers import Minted, MintError
 
 __all__ = ["GCR_MODES", "GcrMinter", "check_gcr_address", "parse_service_account_key"]
 
@@ -72,7 +72,7 @@ class GcrMinter:
             creds.refresh(google.auth.transport.urllib3.Request(urllib3.PoolManager(timeout=20.0, retries=1)))
         except (google.auth.exceptions.GoogleAuthError, ValueError, urllib3.exceptions.HTTPError) as exc:
             raise MintError(f"Google token request failed: {_safe(exc)}") from None
-        expiry = creds.expiry.replace(tzinfo=timezone.utc).timestamp() if creds.expiry else None
+        expiry = creds.expiry.replace(tzinfo=UTC).timestamp() if creds.expiry else None
         return Minted("oauth2accesstoken", creds.token, expiry)
 
 

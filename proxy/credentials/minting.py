@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.credentials.providers import Minted, Minter, MintError
 from proxy.singleflight import SingleFlight
-from proxy.upstream.providers import Minted, MintError, Minter
 
 __all__ = ["MintState", "MintedCredentials"]
 

@@ -1,4 +1,7 @@
-"""Where each registry lives and which credentials it gets."""
+"""Where each registry lives, which credentials it gets, and whom the client tells how it went.
+
+The client asks these through protocols; the run-time directory and the
+metrics implement them, so this package imports neither."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Protocol
 
 from proxy.upstream.tls import TlsOptions
 
-__all__ = ["DOCKER_HUB_API", "Credentials", "Endpoint", "RegistryDirectory"]
+__all__ = ["DOCKER_HUB_API", "Credentials", "Endpoint", "RegistryDirectory", "UpstreamEvents"]
 
 DOCKER_HUB_API = "https://registry-1.docker.io"
 
@@ -54,3 +57,11 @@ class RegistryDirectory(Protocol):
     def credential_note(self, registry: str) -> str | None:
         """Why there are no credentials although some exist (e.g. deactivated)."""
         ...
+
+
+class UpstreamEvents(Protocol):
+    """What the client reports about each upstream, for metrics and the status page."""
+
+    def upstream_answered(self, registry: str, status: int, seconds: float, ratelimit: str | None) -> None: ...
+
+    def upstream_failed(self, registry: str, message: str) -> None: ...

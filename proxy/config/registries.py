@@ -8,10 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy.config_values import (SettingsError, boolean, check_keys, duration, mapping, optional_string,
-                                 read_secret, registry_address, string)
-from proxy.credential_kinds import CredentialInput, KindError, parse_credential
-from proxy.upstream.certs import check_client_pair, parse_bundle
+from proxy.config.values import (
+    SettingsError,
+    boolean,
+    check_keys,
+    duration,
+    mapping,
+    optional_string,
+    read_secret,
+    registry_address,
+    string,
+)
+from proxy.credentials.certs import check_client_pair, parse_bundle
+from proxy.credentials.kinds import CredentialInput, KindError, parse_credential
 
 __all__ = ["RegistryConfig", "parse_registries"]
 

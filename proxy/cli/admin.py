@@ -1,7 +1,7 @@
 """Command line for the admin API: ``registry-proxy registries ...`` and ``registry-proxy settings ...``.
 
 ``registry-proxy upstreams ...`` and ``registries fetch-ca`` live in
-``proxy.cli_upstreams``, on the parser and output helpers of this module.
+``proxy.cli.upstreams``, on the parser and output helpers of this module.
 
 Secrets are never command-line arguments, where ``ps`` and shell history
 would show them: a password or an AWS secret access key comes from stdin
@@ -24,9 +24,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from proxy.admin_client import ADMIN_TOKEN_ENV, DEFAULT_URL, URL_ENV, AdminClient, AdminError, UsageError, resolve_token
-from proxy.credential_kinds import KINDS
-from proxy.cli_kinds import check_kind_flags, kind_options, margin, minted_fields, read_secret, text, token_fields
+from proxy.cli.client import ADMIN_TOKEN_ENV, DEFAULT_URL, URL_ENV, AdminClient, AdminError, UsageError, resolve_token
+from proxy.cli.kinds import check_kind_flags, kind_options, margin, minted_fields, read_secret, text, token_fields
+from proxy.credentials.kinds import KINDS
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_parsers", "run_admin"]
 
@@ -53,7 +53,7 @@ _SETTING_FIELDS = ("name", "value", "source", "updated")
 def add_admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # Imported here: cli_upstreams imports this module's helpers, so a
     # top-level import would run it before they exist.
-    from proxy.cli_upstreams import add_fetch_ca_parser, add_upstreams_parser
+    from proxy.cli.upstreams import add_fetch_ca_parser, add_upstreams_parser
 
     common = _common_options()
     registries = sub.add_parser("registries", help="manage upstream registry credentials (admin API)",
@@ -283,7 +283,7 @@ def _print_json(answer: dict[str, Any]) -> None:
 def _print_table(headers: Sequence[str], rows: list[list[str]]) -> None:
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     for row in [list(headers), *rows]:
-        print("   ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def _print_fields(pairs: list[tuple[str, str]]) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``registry-proxy serve``, and the admin commands from ``proxy.cli_admin``."""
+"""Command line: ``registry-proxy serve``, and the admin commands from ``proxy.cli.admin``."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy import __version__
-from proxy.cli_admin import ADMIN_COMMANDS, add_admin_parsers, run_admin
-from proxy.logs import setup_logging
-from proxy.servertls import CertReloader
-from proxy.settings import Settings, SettingsError, load_settings
+from proxy.cli.admin import ADMIN_COMMANDS, add_admin_parsers, run_admin
+from proxy.cli.logs import setup_logging
+from proxy.cli.servertls import CertReloader
+from proxy.config.settings import Settings, SettingsError, load_settings
+from proxy.store.admin_token import AdminTokenError
 from proxy.store.crypto import SecretError
 
 __all__ = ["main"]
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(_serve(settings))
-    except (SettingsError, SecretError) as exc:
+    except (SettingsError, SecretError, AdminTokenError) as exc:
         print(f"registry-proxy: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -107,11 +108,9 @@ async def _serve(settings: Settings) -> None:
             raise SettingsError(f"Config 'tls.cert_file' has value '{settings.tls.cert_file}'. "
                                 f"Cannot load it with tls.key_file: {exc}") from None
     # Imported here so the admin commands start without loading the server.
-    from proxy.app import create_app
+    from proxy.app import create_runner
 
-    from proxy.api.accesslog import AccessLogger
-
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log_class=AccessLogger)
+    runner = create_runner(settings)
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
     log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__,

@@ -17,13 +17,13 @@ import hashlib
 import re
 import ssl
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from proxy.admin_client import AdminClient, AdminError, UsageError
-from proxy.cli_admin import _items, _leaf, _print_fields, _print_json, _print_table, _yes_no
-from proxy.cli_kinds import text
+from proxy.cli.admin import _items, _leaf, _print_fields, _print_json, _print_table, _yes_no
+from proxy.cli.client import AdminClient, AdminError, UsageError
+from proxy.cli.kinds import text
 
 __all__ = ["add_fetch_ca_parser", "add_upstreams_parser"]
 
@@ -271,7 +271,7 @@ def _expiry(not_after: object, not_before: object = None) -> str:
     end, start = when(not_after), when(not_before)
     if end is None:
         return text(not_after)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if end <= now:
         return f"{_date(end)} EXPIRED"
     if start is not None and start > now:
@@ -284,7 +284,7 @@ def _earliest_expiry(cas: list[dict[str, Any]]) -> str:
     if not ends:
         return "-"
     end = min(ends)
-    return end.strftime("%Y-%m-%d") + (" EXPIRED" if end <= datetime.now(timezone.utc) else "")
+    return end.strftime("%Y-%m-%d") + (" EXPIRED" if end <= datetime.now(UTC) else "")
 
 
 def when(value: object) -> datetime | None:
@@ -294,11 +294,11 @@ def when(value: object) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _date(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _colons(hex_digest: str) -> str:

@@ -10,17 +10,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
+from proxy.config.settings import RegistryConfig, parse_whitelist
+from proxy.credentials.minting import MintedCredentials
+from proxy.credentials.providers import MintError
+from proxy.credentials.providers.factory import MINTED_KINDS, build_minter
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.routing import RoutingPolicy
 from proxy.reference import DOCKER_HUB, parse_address
-from proxy.settings import RegistryConfig, parse_whitelist
-from proxy.store.registries import RegistryRecord, RegistryStore, in_use
-from proxy.store.settings import SettingsStore, SettingValue
+from proxy.store.credentials import RegistryRecord, RegistryStore, in_use
+from proxy.store.runtime_settings import SettingsStore, SettingValue
 from proxy.store.upstreams import UpstreamRecord, UpstreamStore
-from proxy.upstream.registries import DOCKER_HUB_API, Credentials, Endpoint
-from proxy.upstream.minting import MintedCredentials
-from proxy.upstream.providers import MintError
-from proxy.upstream.providers.factory import MINTED_KINDS, build_minter
+from proxy.upstream.endpoints import DOCKER_HUB_API, Credentials, Endpoint
 from proxy.upstream.tls import TlsOptions
 
 __all__ = ["LiveState"]

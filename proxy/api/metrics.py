@@ -13,9 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.api.auth import require_admin
-from proxy.api.humanize import human_bytes
+from proxy.api.observer import Observer, StateCollector
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
-from proxy.observe import Observer, StateCollector
+from proxy.humanize import human_bytes
 from proxy.reference import DOCKER_HUB
 
 __all__ = ["REGISTRY", "ENDPOINT", "observe_requests", "setup_observe_routes", "state_collector"]
@@ -33,9 +33,7 @@ def setup_observe_routes(app: web.Application) -> None:
 
 @web.middleware
 async def observe_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith("/v2"):
-        return await handler(request)
-    observer = request.app[OBSERVER]
+    observer = request.config_dict[OBSERVER]
     observer.inflight.inc()
     status = 500
     try:
@@ -52,9 +50,9 @@ async def observe_requests(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def metrics(request: web.Request) -> web.Response:
-    if not request.app[SETTINGS].metrics_public:
+    if not request.config_dict[SETTINGS].metrics_public:
         require_admin(request, realm_basic=False)
-    body = generate_latest(request.app[OBSERVER].registry)
+    body = generate_latest(request.config_dict[OBSERVER].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

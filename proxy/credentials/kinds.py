@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from proxy.upstream.providers.ecr import parse_ecr_address
-from proxy.upstream.providers.gcr import GCR_MODES, check_gcr_address, parse_service_account_key
-
-if TYPE_CHECKING:
-    from proxy.store.registries import RegistryRecord
+from proxy.credentials.providers.ecr import parse_ecr_address
+from proxy.credentials.providers.gcr import GCR_MODES, check_gcr_address, parse_service_account_key
 
 __all__ = ["ALL_FIELDS", "FIELD_TYPES", "KINDS", "CredentialInput", "KindError", "parse_credential", "parse_edit"]
 
@@ -74,7 +71,24 @@ def parse_credential(body: dict[str, Any], *, address: str) -> CredentialInput:
     return _gcr(body, address, email, margin)
 
 
-def parse_edit(record: RegistryRecord, body: dict[str, Any]) -> CredentialInput:
+class StoredCredential(Protocol):
+    """What an edit needs of the credential it changes."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def options(self) -> dict[str, Any]: ...
+
+
+def parse_edit(record: StoredCredential, body: dict[str, Any]) -> CredentialInput:
     """An edit restates the credential; only the address and kind stay as they were."""
     if body.get("kind", record.kind) != record.kind:
         raise _invalid("kind", "the kind of a credential cannot change: delete it and add a new one")

@@ -11,13 +11,16 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from proxy.settings import Settings, SettingsError
-
-__all__ = ["ADMIN_TOKEN_ENV", "AdminToken", "resolve_admin_token"]
+__all__ = ["ADMIN_TOKEN_ENV", "AdminToken", "AdminTokenError", "resolve_admin_token"]
 
 ADMIN_TOKEN_ENV = "REGISTRY_PROXY_ADMIN_TOKEN"
 MIN_LENGTH = 16
+
+
+class AdminTokenError(Exception):
+    """The configured token cannot be used; worded for a one-line start-up failure."""
 
 
 @dataclass(frozen=True)
@@ -27,17 +30,17 @@ class AdminToken:
     generated: bool = False
 
 
-def resolve_admin_token(settings: Settings, environ: Mapping[str, str]) -> AdminToken:
+def resolve_admin_token(token_file: Path | None, data_dir: Path, environ: Mapping[str, str]) -> AdminToken:
     if environ.get(ADMIN_TOKEN_ENV):
         return AdminToken(_checked(environ[ADMIN_TOKEN_ENV].strip(), ADMIN_TOKEN_ENV), f"${ADMIN_TOKEN_ENV}")
-    if settings.admin_token_file is not None:
+    if token_file is not None:
         try:
-            text = settings.admin_token_file.read_text().strip()
+            text = token_file.read_text().strip()
         except OSError as exc:
-            raise SettingsError(f"Config 'admin.token_file' has value '{settings.admin_token_file}'. "
+            raise AdminTokenError(f"Config 'admin.token_file' has value '{token_file}'. "
                                 f"Cannot read it: {exc.strerror}.") from None
-        return AdminToken(_checked(text, "admin.token_file"), str(settings.admin_token_file))
-    path = settings.data_dir / "admin-token"
+        return AdminToken(_checked(text, "admin.token_file"), str(token_file))
+    path = data_dir / "admin-token"
     if path.exists():
         return AdminToken(_checked(path.read_text().strip(), str(path)), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,5 +53,5 @@ def resolve_admin_token(settings: Settings, environ: Mapping[str, str]) -> Admin
 
 def _checked(token: str, where: str) -> str:
     if len(token) < MIN_LENGTH:
-        raise SettingsError(f"Admin token from {where} is shorter than {MIN_LENGTH} characters.")
+        raise AdminTokenError(f"Admin token from {where} is shorter than {MIN_LENGTH} characters.")
     return token

@@ -1,0 +1,1 @@
+"""The config file and environment, parsed and validated once into frozen objects."""

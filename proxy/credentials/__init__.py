@@ -1,0 +1,1 @@
+"""Credential kinds and the minting of short-lived registry passwords (ECR, GCR)."""
