@@ -13,7 +13,8 @@ from aiohttp import web
 
 from proxy.api.accesslog import AccessLogger
 from proxy.api.admin import PREFIX, admin_app
-from proxy.api.metrics import new_observer, setup_observe_routes, state_collector
+from proxy.api.health import setup_health_routes
+from proxy.api.metrics import new_observer, setup_metrics_routes, state_collector
 from proxy.api.state import ADMIN_TOKEN, LIVE, OBSERVER, SERVICES, SETTINGS, Services
 from proxy.api.status import setup_status_routes
 from proxy.api.v2 import registry_app
@@ -23,9 +24,7 @@ from proxy.humanize import ago, human_bytes, human_duration, until
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
-from proxy.storage.content import ContentStore
-from proxy.storage.index import RepositoryIndex
-from proxy.storage.layout import Layout
+from proxy.storage.filesystem import FilesystemStorage
 from proxy.store.admin_token import resolve_admin_token
 from proxy.store.credentials import RegistryStore
 from proxy.store.crypto import SecretBox, load_key
@@ -51,7 +50,8 @@ def create_app(settings: Settings) -> web.Application:
     env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
     app.add_subapp("/v2", registry_app())
     app.add_subapp(PREFIX, admin_app())
-    setup_observe_routes(app)
+    setup_metrics_routes(app)
+    setup_health_routes(app)
     setup_status_routes(app)
     return app
 
@@ -80,8 +80,12 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
         # Renews minted credentials (ECR, GCR) ahead of expiry even when nobody pulls.
         renewer = asyncio.create_task(live.minted.run())
-        yield
-        renewer.cancel()
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
+            await live.minted.aclose()
     finally:
         await db.close()
 
@@ -89,22 +93,25 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     live = app[LIVE]
-    layout = Layout(settings.data_dir)
-    store = ContentStore(layout, max_size=settings.cache.max_size)
-    await asyncio.to_thread(store.load)
-    index = RepositoryIndex(layout)
+    storage = FilesystemStorage(settings.data_dir, max_size=settings.cache.max_size)
+    await storage.start()
     pools = open_pools()
     upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"),
                               observer=app[OBSERVER])
-    app[SERVICES] = Services(
+    services = Services(
         router=Router(lambda: live.policy),
         upstream=upstream,
-        blobs=BlobService(store=store, index=index, upstream=upstream),
-        manifests=ManifestService(store=store, index=index, upstream=upstream, cache=settings.cache),
-        store=store,
+        blobs=BlobService(storage=storage, upstream=upstream),
+        manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache),
+        storage=storage,
     )
+    app[SERVICES] = services
     app[OBSERVER].add_collector(state_collector(app))
     try:
         yield
     finally:
+        # Downloads first: they still write to the cache and read from the pools.
+        await services.blobs.aclose()
+        await services.manifests.aclose()
         await pools.close()
+        await storage.close()

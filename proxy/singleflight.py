@@ -32,3 +32,10 @@ class SingleFlight(Generic[K, V]):
         else:
             self.joins += 1
         return await asyncio.shield(task)
+
+    async def aclose(self) -> None:
+        """Cancel the work in flight and wait until it has stopped."""
+        tasks = list(self._calls.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

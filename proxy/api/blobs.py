@@ -10,6 +10,7 @@ from proxy.api.state import OBSERVER, Services
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobStreamError
 from proxy.reference import Digest, Target
+from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["serve_blob"]
 
@@ -26,16 +27,17 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
         # Content addressed: it can never change.
         "Cache-Control": "max-age=31536000",
     }
+    observer = request.config_dict[OBSERVER]
     if request.method == "HEAD":
-        size, source = await services.blobs.stat(target, digest)
-        request.config_dict[OBSERVER].cache_result("blob", source, target.registry)
-        headers["X-Registry-Proxy-Cache"] = source
+        size, result = await services.blobs.stat(target, digest)
+        observer.cache_result(EndpointKind.BLOB, result, target.registry)
+        headers["X-Registry-Proxy-Cache"] = result.value
         if size is not None:
             headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
 
     async with services.blobs.open(target, digest) as body:
-        headers["X-Registry-Proxy-Cache"] = body.source
+        headers["X-Registry-Proxy-Cache"] = body.result.value
         status, start, end = 200, 0, body.size
         wanted = _parse_range(request.headers.get("Range"), body.size)
         if wanted is not None:
@@ -44,19 +46,21 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
         response = web.StreamResponse(status=status, headers=headers)
         if end is not None:
             response.content_length = end - start
-        observer = request.config_dict[OBSERVER]
-        observer.cache_result("blob", body.source, target.registry)
-        served = observer.bytes_served.labels("cache" if body.source == "hit" else "upstream")
+        observer.cache_result(EndpointKind.BLOB, body.result, target.registry)
         await response.prepare(request)
         try:
             async for chunk in body.read(start, end):
                 await response.write(chunk)
-                served.inc(len(chunk))
+                observer.served(body.result, len(chunk))
         except BlobStreamError:
             # Headers are gone already; a cut connection is the only honest
             # way left to tell the client this body is not the blob.
             if request.transport is not None:
                 request.transport.abort()
+            return response
+        except ConnectionResetError:
+            # The client went away mid-body: routine for registry clients
+            # that cancel a pull, and nothing to log or count as our failure.
             return response
         await response.write_eof()
         return response
@@ -66,6 +70,9 @@ def _parse_range(header: str | None, size: int | None) -> tuple[int, int] | None
     """One byte range as (start, end-exclusive); None serves the whole blob.
 
     Malformed or multi-range headers are ignored, as RFC 9110 allows.
+    aiohttp's ``request.http_range`` does not fit: it reads ``bytes=-0`` as
+    the whole body, where RFC 9110 makes a zero-length suffix unsatisfiable,
+    and it raises on malformed headers instead of ignoring them.
     """
     if header is None or size is None:
         return None

@@ -1,11 +1,6 @@
-"""Counting requests, and the endpoints Prometheus and Kubernetes call: /metrics, /healthz, /readyz."""
+"""Counting requests, and the endpoint Prometheus scrapes: /metrics."""
 
 from __future__ import annotations
-
-import asyncio
-import os
-import shutil
-import tempfile
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -15,20 +10,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from proxy.api.auth import require_admin
 from proxy.api.observer import Observer, StateCollector
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
-from proxy.humanize import human_bytes
 from proxy.reference import DOCKER_HUB
+from proxy.upstream.endpoints import EndpointKind
 
-__all__ = ["REGISTRY", "ENDPOINT", "observe_requests", "setup_observe_routes", "state_collector"]
+__all__ = ["ENDPOINT", "REGISTRY", "new_observer", "observe_requests", "setup_metrics_routes", "state_collector"]
 
 # Set on the request by the /v2 handlers, read here and by the access log.
-REGISTRY = "registry_proxy.registry"
-ENDPOINT = "registry_proxy.endpoint"
+REGISTRY = web.RequestKey("registry", str)
+ENDPOINT = web.RequestKey("endpoint", EndpointKind)
 
 
-def setup_observe_routes(app: web.Application) -> None:
+def setup_metrics_routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
 
 
 @web.middleware
@@ -45,8 +38,8 @@ async def observe_requests(request: web.Request, handler: Handler) -> web.Stream
         raise
     finally:
         observer.inflight.dec()
-        registry = request.get(REGISTRY)
-        observer.requests.labels(observer.label(registry), request.get(ENDPOINT, "base"), f"{status // 100}xx").inc()
+        endpoint = request.get(ENDPOINT, EndpointKind.BASE)
+        observer.requests.labels(observer.label(request.get(REGISTRY)), endpoint.value, f"{status // 100}xx").inc()
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -56,63 +49,25 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    checks = await readiness(request.app)
-    ready = all(value == "ok" for value in checks.values())
-    return web.json_response({"status": "ready" if ready else "not ready", "checks": checks},
-                             status=200 if ready else 503)
-
-
-async def readiness(app: web.Application) -> dict[str, str]:
-    """Store, cache writability and free space: "ok", or what failed."""
-    checks: dict[str, str] = {}
-    try:
-        await app[LIVE].ping()
-        checks["store"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says why
-        checks["store"] = f"failed: {exc}"
-    layout = app[SERVICES].store.layout
-    try:
-        await asyncio.to_thread(_probe_write, layout.tmp)
-        checks["cache_writable"] = "ok"
-    except OSError as exc:
-        checks["cache_writable"] = f"failed: {exc.strerror or exc}"
-    free = shutil.disk_usage(layout.root).free
-    minimum = app[SETTINGS].cache.min_free
-    checks["free_space"] = "ok" if free >= minimum else (
-        f"failed: {human_bytes(free)} free, below cache.min_free ({human_bytes(minimum)})")
-    return checks
-
-
-def _probe_write(directory: os.PathLike[str]) -> None:
-    with tempfile.NamedTemporaryFile(dir=directory, prefix="ready-") as f:
-        f.write(b"ok")
-        f.flush()
-
-
 def state_collector(app: web.Application) -> StateCollector:
     """Values that live in the cache and the minting state, read at scrape time."""
 
     def read() -> list[Metric]:
         services, live, observer = app[SERVICES], app[LIVE], app[OBSERVER]
-        store = services.store
+        stats = services.storage.stats()
         families: list[Metric] = [
-            GaugeMetricFamily("registry_proxy_cache_size_bytes", "Bytes held in the cache", value=store.used),
-            GaugeMetricFamily("registry_proxy_cache_max_size_bytes", "cache.max_size", value=store.max_size),
+            GaugeMetricFamily("registry_proxy_cache_size_bytes", "Bytes held in the cache", value=stats.used),
+            GaugeMetricFamily("registry_proxy_cache_max_size_bytes", "cache.max_size", value=stats.max_size),
             CounterMetricFamily("registry_proxy_cache_evictions", "Objects evicted to stay under cache.max_size",
-                                value=store.evictions),
+                                value=stats.evictions),
             GaugeMetricFamily("registry_proxy_singleflight_inflight", "Upstream blob fetches in flight",
                               value=services.blobs.in_flight),
             CounterMetricFamily("registry_proxy_singleflight_joins", "Requests that joined a fetch in flight",
                                 value=services.blobs.joins + services.manifests.joins),
         ]
         objects = GaugeMetricFamily("registry_proxy_cache_objects", "Objects in the cache", labels=["kind"])
-        for kind in ("blob", "manifest"):
-            objects.add_metric([kind], store.counts[kind])
+        objects.add_metric(["blob"], stats.blobs)
+        objects.add_metric(["manifest"], stats.manifests)
         mints = CounterMetricFamily("registry_proxy_credential_mints", "Credential mints (ECR, GCR)",
                                     labels=["registry", "result"])
         expiry = GaugeMetricFamily("registry_proxy_credential_expiry_timestamp_seconds",

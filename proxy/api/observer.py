@@ -18,6 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from proxy.pullthrough.ports import BodySource, CacheResult
+from proxy.upstream.endpoints import EndpointKind
+
 __all__ = ["Observer", "UpstreamState"]
 
 OTHER = "other"
@@ -58,9 +61,6 @@ class Observer:
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.inflight = Gauge("registry_proxy_inflight_requests", "Registry API requests being answered",
                               registry=r)
-        self.hits = 0
-        self.misses = 0
-        self.stale = 0
 
     def label(self, registry: str | None) -> str:
         if registry is None:
@@ -98,16 +98,20 @@ class Observer:
         else:
             state.errors.append([now, message, 1])
 
-    def cache_result(self, kind: str, result: str, registry: str) -> None:
-        if result in ("hit", "revalidated", "stale"):
-            self.cache_hits.labels(kind).inc()
-            self.hits += 1
-        else:
-            self.cache_misses.labels(kind).inc()
-            self.misses += 1
-        if result == "stale":
+    def cache_result(self, kind: EndpointKind, result: CacheResult, registry: str) -> None:
+        counter = self.cache_hits if result.source is BodySource.CACHE else self.cache_misses
+        counter.labels(kind.value).inc()
+        if result is CacheResult.STALE:
             self.stale_serves.labels(self.label(registry)).inc()
-            self.stale += 1
+
+    def served(self, result: CacheResult, size: int) -> None:
+        self.bytes_served.labels(result.source.value).inc(size)
+
+    @staticmethod
+    def total(counter: Counter) -> int:
+        """A counter's sum over all its labels, as the status page shows it."""
+        return int(sum(sample.value for metric in counter.collect() for sample in metric.samples
+                       if sample.name.endswith("_total")))
 
 
 class StateCollector(Collector):

@@ -12,7 +12,7 @@ from proxy.directory import LiveState
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
-from proxy.storage.content import ContentStore
+from proxy.storage.base import Storage
 from proxy.store.admin_token import AdminToken
 from proxy.upstream.client import UpstreamClient
 
@@ -25,7 +25,7 @@ class Services:
     upstream: UpstreamClient
     blobs: BlobService
     manifests: ManifestService
-    store: ContentStore
+    storage: Storage
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.api.auth import require_admin
-from proxy.api.metrics import readiness
+from proxy.api.health import readiness
 from proxy.api.observer import OTHER
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
 
@@ -45,8 +45,9 @@ async def status_data(app: web.Application) -> dict[str, Any]:
     settings, live, observer, services = app[SETTINGS], app[LIVE], app[OBSERVER], app[SERVICES]
     now = time.time()
     checks = await readiness(app)
-    store = services.store
-    answered = observer.hits + observer.misses
+    stats = services.storage.stats()
+    hits, misses = observer.total(observer.cache_hits), observer.total(observer.cache_misses)
+    answered = hits + misses
     return {
         "version": __version__,
         "started": observer.started,
@@ -58,11 +59,11 @@ async def status_data(app: web.Application) -> dict[str, Any]:
         "settings": {name: {"value": value.value, "source": value.source} for name, value in live.values.items()},
         "environments": [{"name": "default", "registries": _registries(app, now)}],
         "cache": {
-            "used_bytes": store.used, "max_bytes": store.max_size,
-            "blobs": store.counts["blob"], "manifests": store.counts["manifest"],
-            "hits": observer.hits, "misses": observer.misses,
-            "hit_ratio": observer.hits / answered if answered else None,
-            "evictions": store.evictions, "stale_serves": observer.stale,
+            "used_bytes": stats.used, "max_bytes": stats.max_size,
+            "blobs": stats.blobs, "manifests": stats.manifests,
+            "hits": hits, "misses": misses,
+            "hit_ratio": hits / answered if answered else None,
+            "evictions": stats.evictions, "stale_serves": observer.total(observer.stale_serves),
             "inflight_fetches": services.blobs.in_flight,
         },
     }

@@ -19,8 +19,10 @@ from proxy.api.blobs import serve_blob
 from proxy.api.metrics import ENDPOINT, REGISTRY, observe_requests
 from proxy.api.state import OBSERVER, SERVICES
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.ports import CacheResult
 from proxy.pullthrough.tags import list_tags
 from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
+from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["registry_app", "render"]
 
@@ -31,6 +33,7 @@ API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 _PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|tags/list)")
 _READ_METHODS = ("GET", "HEAD")
 _PAGE_SIZE = re.compile(r"[0-9]{1,6}")
+_ENDPOINTS = {"blobs": EndpointKind.BLOB, "manifests": EndpointKind.MANIFEST}
 
 
 def registry_app() -> web.Application:
@@ -88,7 +91,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     services = request.config_dict[SERVICES]
     name = match["name"]
     ns = request.query.get("ns")
-    request[ENDPOINT] = {"blobs": "blob", "manifests": "manifest"}.get(match["kind"] or "", "tags")
+    request[ENDPOINT] = _ENDPOINTS.get(match["kind"] or "", EndpointKind.TAGS)
     try:
         target = services.router.resolve(name, ns)
     except RegistryError as err:
@@ -112,16 +115,16 @@ async def _manifest(request: web.Request, target: Target, ref: str) -> web.Respo
     manifest = await services.manifests.get(target, reference, accept=accept,
                                             head=request.method == "HEAD")
     observer = request.config_dict[OBSERVER]
-    observer.cache_result("manifest", manifest.cache, target.registry)
+    observer.cache_result(EndpointKind.MANIFEST, manifest.cache, target.registry)
     if manifest.body is not None:
-        observer.bytes_served.labels("upstream" if manifest.cache == "miss" else "cache").inc(len(manifest.body))
+        observer.served(manifest.cache, len(manifest.body))
     headers = {
         "Content-Type": manifest.media_type,
         "Docker-Content-Digest": manifest.digest,
         "ETag": f'"{manifest.digest}"',
-        "X-Registry-Proxy-Cache": manifest.cache,
+        "X-Registry-Proxy-Cache": manifest.cache.value,
     }
-    if manifest.cache == "stale":
+    if manifest.cache is CacheResult.STALE:
         headers["Warning"] = '110 registry-proxy "Response is Stale"'
     if manifest.body is None:
         headers["Content-Length"] = str(manifest.size)

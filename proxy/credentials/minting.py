@@ -112,6 +112,14 @@ class MintedCredentials:
             return None
         return await self._mint(key, state)
 
+    async def aclose(self) -> None:
+        """Stop renewals in flight and wait for them; a mint already in its thread finishes there."""
+        background = list(self._background)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await self._flights.aclose()
+
     async def run(self, interval: float = 5.0) -> None:
         while True:
             await asyncio.sleep(interval)

@@ -1,10 +1,13 @@
 """Blobs: served from the cache, or streamed from upstream to every waiting client at once.
 
-On a miss one task fetches the blob into a temp file; every client asking for
-it meanwhile tails that file as it grows, so 20 concurrent pulls make one
-upstream request and all of them stream from the first byte on. The last byte
-is held back until the digest is verified: a client never receives a
-complete body that turns out to be wrong; its connection is cut instead.
+One download per digest, whichever repository asks. Every client asking for
+it meanwhile reads the partial blob as it grows, so 20 concurrent pulls make
+one upstream request and all of them stream from the first byte on. A
+request through another repository (or with other credentials) than the
+download's first asks the upstream whether it may read the blob, with its
+own access, before it follows along. The last byte is held back until the
+digest is verified: a client never receives a complete body that turns out
+to be wrong; its connection is cut instead.
 """
 
 from __future__ import annotations
@@ -12,17 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.ports import CacheResult, Upstream
 from proxy.reference import Digest, Target
-from proxy.storage.content import ContentStore
-from proxy.storage.index import RepositoryIndex
-from proxy.upstream.client import UpstreamClient
+from proxy.storage.base import Content, ContentKind, DigestMismatch, PartialBlob, Storage
+from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["BlobBody", "BlobService", "BlobStreamError"]
 
@@ -36,44 +37,62 @@ class BlobStreamError(Exception):
 
 
 class BlobBody(Protocol):
-    size: int | None
-    source: str
+    @property
+    def size(self) -> int | None: ...
+
+    @property
+    def result(self) -> CacheResult: ...
 
     def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]: ...
 
 
 @dataclass
 class _CachedBody:
-    fd: int
-    size: int | None
-    source: str = "hit"
+    content: Content
+    result: CacheResult = CacheResult.HIT
+
+    @property
+    def size(self) -> int:
+        return self.content.size
 
     async def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        end = self.size if end is None else end
-        assert end is not None
-        pos = start
-        while pos < end:
-            chunk = await asyncio.to_thread(os.pread, self.fd, min(CHUNK, end - pos), pos)
-            if not chunk:
-                raise BlobStreamError("cached blob shorter than recorded")
-            pos += len(chunk)
-            yield chunk
+        try:
+            async for chunk in self.content.read(start, self.size if end is None else end):
+                yield chunk
+        except OSError as exc:
+            raise BlobStreamError(str(exc)) from None
 
 
 class _Fetch:
     """One upstream download in progress, shared by every reader of it."""
 
-    def __init__(self, temp_path: Path) -> None:
-        self.temp_path = temp_path
+    def __init__(self, target: Target, access: str) -> None:
+        self.target = target
+        self.access = access
         self.size: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self.written = 0
+        self.partial: PartialBlob | None = None
         self.done = False
         self.error: BaseException | None = None
         self._progress = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
+        # The download itself holds it too; the partial blob closes with the last holder.
+        self._holders = 1
 
-    def advance(self, count: int) -> None:
-        self.written += count
+    def vouches_for(self, target: Target, access: str) -> bool:
+        return (target, access) == (self.target, self.access)
+
+    @property
+    def written(self) -> int:
+        return 0 if self.partial is None else self.partial.written
+
+    def hold(self) -> None:
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0 and self.partial is not None:
+            self.partial.close()
+
+    def advance(self) -> None:
         self._wake()
 
     def finish(self, error: BaseException | None = None) -> None:
@@ -87,21 +106,25 @@ class _Fetch:
         event, self._progress = self._progress, asyncio.Event()
         event.set()
 
-    async def tail(self, fd: int, start: int, end: int | None) -> AsyncIterator[bytes]:
-        pos = start
+    async def tail(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        position = start
         while True:
             progress = self._progress
             if self.error is not None:
                 raise BlobStreamError(str(self.error))
             # Until verified, one byte stays back so no reader can finish a bad
             # body; for a range, the range's own last byte waits too.
-            readable = self.written if self.done else max(0, self.written - 1)
+            written = self.written
+            readable = written if self.done else max(0, written - 1)
             limit = readable if end is None else min(end if self.done else end - 1, readable)
-            if pos < limit:
-                chunk = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit - pos), pos)
-                pos += len(chunk)
+            if position < limit:
+                assert self.partial is not None
+                chunk = await self.partial.read(position, min(CHUNK, limit - position))
+                if not chunk:
+                    raise BlobStreamError(f"the download ended at byte {position} of {written}")
+                position += len(chunk)
                 yield chunk
-            elif self.done and (end is None or pos >= end):
+            elif self.done and (end is None or position >= end):
                 return
             else:
                 await progress.wait()
@@ -110,125 +133,126 @@ class _Fetch:
 @dataclass
 class _FetchBody:
     fetch: _Fetch
-    fd: int
     size: int | None
-    source: str
+    result: CacheResult
 
     def read(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        return self.fetch.tail(self.fd, start, end)
+        return self.fetch.tail(start, end)
 
 
 class BlobService:
-    def __init__(self, *, store: ContentStore, index: RepositoryIndex, upstream: UpstreamClient) -> None:
-        self._store = store
-        self._index = index
+    def __init__(self, *, storage: Storage, upstream: Upstream) -> None:
+        self._storage = storage
         self._upstream = upstream
-        self._fetches: dict[tuple[Target, Digest], _Fetch] = {}
+        self._fetches: dict[Digest, _Fetch] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.joins = 0
 
     @property
     def in_flight(self) -> int:
         return len(self._fetches)
 
-    async def stat(self, target: Target, digest: Digest) -> tuple[int | None, str]:
+    async def stat(self, target: Target, digest: Digest) -> tuple[int | None, CacheResult]:
         """Size for a HEAD, answered locally whenever the cache can."""
-        size = await self._local_size(target, digest)
-        if size is not None:
-            return size, "hit"
-        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind="blob") as resp:
-            return resp.content_length, "miss"
+        access = self._upstream.access_key(target.registry)
+        if await self._cached_for(target, digest, access):
+            size = self._storage.size(ContentKind.BLOB, digest)
+            if size is not None:
+                return size, CacheResult.HIT
+        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind=EndpointKind.BLOB) as resp:
+            return resp.content_length, CacheResult.MISS
 
     @contextlib.asynccontextmanager
     async def open(self, target: Target, digest: Digest) -> AsyncIterator[BlobBody]:
-        if await self._local_size(target, digest) is not None:
-            with self._store.open(digest) as opened:
-                if opened is not None:
-                    f, size = opened
-                    yield _CachedBody(f.fileno(), size)
-                    return
-        key = (target, digest)
-        fetch = self._fetches.get(key)
-        source = "joined"
+        access = self._upstream.access_key(target.registry)
+        fetch = None
+        # A second round only when the download this request was cleared to
+        # follow ended while it was being cleared: it is cached now, or failed.
+        for _ in range(2):
+            if await self._cached_for(target, digest, access):
+                async with self._storage.open(ContentKind.BLOB, digest) as content:
+                    if content is not None:
+                        yield _CachedBody(content)
+                        return
+            fetch = self._fetches.get(digest)
+            if fetch is None or fetch.vouches_for(target, access):
+                break
+            await self._authorize(target, digest, access)
+            fetch = self._fetches.get(digest)
+            if fetch is not None:
+                break
         if fetch is None:
-            fetch, source = self._start(target, digest), "miss"
+            fetch, result = self._start(target, digest, access), CacheResult.MISS
         else:
+            result = CacheResult.JOINED
             self.joins += 1
-        # Opened before any await, while the fetch cannot yet have renamed it.
-        try:
-            fd = os.open(fetch.temp_path, os.O_RDONLY)
-        except FileNotFoundError:
-            # The fetch failed and removed its file a moment ago: its error
-            # (if it failed before its headers) is the answer.
-            await fetch.size
-            raise RegistryError(ErrorCode.UNKNOWN, f"fetching {digest} from {target.registry} failed; "
-                                "try again") from None
+        fetch.hold()
         try:
             expected = await fetch.size
-            yield _FetchBody(fetch, fd, expected, source)
+            yield _FetchBody(fetch, expected, result)
         finally:
-            os.close(fd)
+            fetch.release()
 
-    async def _local_size(self, target: Target, digest: Digest) -> int | None:
-        size = self._store.size(digest)
-        if size is None:
-            return None
-        access = self._upstream.access_key(target.registry)
-        if self._index.blob_access(target, digest) != access:
+    async def aclose(self) -> None:
+        """Stop every download; what they wrote is discarded."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _cached_for(self, target: Target, digest: Digest, access: str) -> bool:
+        if self._storage.size(ContentKind.BLOB, digest) is None:
+            return False
+        if await self._storage.blob_access(target, digest) != access:
             # The content is here, but was seen for another repository or with
             # other credentials. Whether it may be served now is for the
             # upstream to say, so ask it first.
-            async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind="blob"):
-                pass
-            self._index.link_blob(target, digest, access)
-        return size
+            await self._authorize(target, digest, access)
+        return True
 
-    def _start(self, target: Target, digest: Digest) -> _Fetch:
-        fd, temp = self._store.layout.temp_file()
-        fetch = _Fetch(temp)
-        key = (target, digest)
-        self._fetches[key] = fetch
-        fetch.task = asyncio.ensure_future(self._run(fetch, fd, target, digest))
-        fetch.task.add_done_callback(lambda _: self._fetches.pop(key, None))
+    async def _authorize(self, target: Target, digest: Digest, access: str) -> None:
+        """Raises the upstream's refusal unless this repository, with this access, may read the blob."""
+        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind=EndpointKind.BLOB):
+            pass
+        await self._storage.link_blob(target, digest, access)
+
+    def _start(self, target: Target, digest: Digest, access: str) -> _Fetch:
+        fetch = _Fetch(target, access)
+        self._fetches[digest] = fetch
+        task = asyncio.ensure_future(self._run(fetch, digest))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         return fetch
 
-    async def _run(self, fetch: _Fetch, fd: int, target: Target, digest: Digest) -> None:
-        access = self._upstream.access_key(target.registry)
+    async def _run(self, fetch: _Fetch, digest: Digest) -> None:
+        target = fetch.target
         try:
-            async with self._upstream.open(target, "GET", f"blobs/{digest}", kind="blob") as resp:
+            async with self._upstream.open(target, "GET", f"blobs/{digest}", kind=EndpointKind.BLOB) as resp:
                 expected = resp.content_length
+                fetch.partial = await self._storage.begin_blob(digest)
                 fetch.size.set_result(expected)
-                hasher = digest.hasher()
                 async for chunk in resp.content.iter_chunked(CHUNK):
-                    # In a thread: a slow disk must not stall every other request.
-                    await asyncio.to_thread(_write_all, fd, chunk)
-                    hasher.update(chunk)
-                    fetch.advance(len(chunk))
-            if expected is not None and fetch.written != expected:
+                    await fetch.partial.append(chunk)
+                    fetch.advance()
+            written = fetch.partial.written
+            if expected is not None and written != expected:
                 raise RegistryError(ErrorCode.UNKNOWN,
-                                    f"upstream {target.registry} sent {fetch.written} of {expected} bytes for {digest}")
-            if hasher.hexdigest() != digest.hex:
+                                    f"upstream {target.registry} sent {written} of {expected} bytes for {digest}")
+            try:
+                await fetch.partial.commit()
+            except DigestMismatch:
                 raise RegistryError(ErrorCode.DIGEST_INVALID,
-                                    f"upstream {target.registry} sent content that does not match {digest}")
-            await asyncio.to_thread(os.fsync, fd)
-            os.close(fd)
-            fd = -1
-            self._store.commit(fetch.temp_path, digest, fetch.written)
-            self._index.link_blob(target, digest, access)
+                                    f"upstream {target.registry} sent content that does not match {digest}") from None
+            await self._storage.link_blob(target, digest, fetch.access)
+            self._fetches.pop(digest, None)
             fetch.finish()
         except BaseException as exc:
-            log.warning("fetch of %s from %s failed: %s", digest, target, exc)
+            self._fetches.pop(digest, None)
+            if isinstance(exc, Exception):
+                log.warning("fetch of %s from %s failed: %s", digest, target, exc)
             fetch.finish(exc)
+            if fetch.partial is not None:
+                await fetch.partial.discard()
             if not isinstance(exc, Exception):
                 raise
         finally:
-            if fd >= 0:
-                os.close(fd)
-            if fetch.error is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(fetch.temp_path)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+            fetch.release()

@@ -14,16 +14,14 @@ import time
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 
-import aiohttp
-
 from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.ports import CacheResult, Upstream
 from proxy.reference import Digest, InvalidReference, Target, parse_digest
 from proxy.singleflight import SingleFlight
-from proxy.storage.content import ContentStore
-from proxy.storage.index import RepositoryIndex, TagRecord
-from proxy.upstream.body import BodyTooLarge, read_limited
-from proxy.upstream.client import UpstreamClient
+from proxy.storage.base import ContentKind, ManifestLink, Storage, TagRecord
+from proxy.upstream.body import Answer, BodyTooLarge, read_limited
+from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService"]
 
@@ -37,6 +35,11 @@ DEFAULT_ACCEPT = ", ".join((
     "application/vnd.oci.image.index.v1+json",
 ))
 
+# Hashing more than this takes longer than handing it to a thread.
+_HASH_INLINE = 256 * 1024
+
+_MANIFEST = ContentKind.MANIFEST
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -44,14 +47,12 @@ class Manifest:
     media_type: str
     size: int
     body: bytes | None  # None only for HEAD answers that never needed the bytes
-    cache: str  # hit, miss, revalidated or stale
+    cache: CacheResult
 
 
 class ManifestService:
-    def __init__(self, *, store: ContentStore, index: RepositoryIndex, upstream: UpstreamClient,
-                 cache: CacheSettings) -> None:
-        self._store = store
-        self._index = index
+    def __init__(self, *, storage: Storage, upstream: Upstream, cache: CacheSettings) -> None:
+        self._storage = storage
         self._upstream = upstream
         self._cache = cache
         self._flights: SingleFlight[Hashable, Manifest] = SingleFlight()
@@ -59,6 +60,9 @@ class ManifestService:
     @property
     def joins(self) -> int:
         return self._flights.joins
+
+    async def aclose(self) -> None:
+        await self._flights.aclose()
 
     async def get(self, target: Target, reference: str | Digest, *, accept: str | None, head: bool) -> Manifest:
         access = self._upstream.access_key(target.registry)
@@ -68,16 +72,16 @@ class ManifestService:
 
     async def _by_digest(self, target: Target, digest: Digest, *, accept: str | None, head: bool,
                          access: str) -> Manifest:
-        local = self._local(target, digest, head=head, cache="hit", access=access)
+        local = await self._local(target, digest, head=head, cache=CacheResult.HIT, access=access)
         if local is not None:
             return local
-        link = self._index.manifest(target, digest)
-        if link is not None and self._local(target, digest, head=True, cache="hit") is not None:
+        link = await self._storage.manifest_link(target, digest)
+        if link is not None and await self._local(target, digest, head=True, cache=CacheResult.HIT) is not None:
             # Cached, but seen with other credentials: the upstream decides
             # whether the current ones may have it.
             await self._head(target, str(digest), accept)
-            self._index.link_manifest(target, digest, link.media_type, access)
-            revalidated = self._local(target, digest, head=head, cache="revalidated", access=access)
+            await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, access))
+            revalidated = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, access=access)
             if revalidated is not None:
                 return revalidated
         key = ("digest", target, digest, head, access)
@@ -85,10 +89,11 @@ class ManifestService:
                                                                expect=digest))
 
     async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool, access: str) -> Manifest:
-        record = self._index.tag(target, tag)
+        record = await self._storage.tag(target, tag)
         if (record is not None and record.access == access and _acceptable(record.media_type, accept)
                 and record.age() < self._cache.tag_ttl):
-            local = self._local(target, parse_digest(record.digest), head=head, cache="hit", access=access)
+            local = await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.HIT,
+                                      access=access)
             if local is not None:
                 return local
         key = ("tag", target, tag, accept, head, access)
@@ -100,63 +105,70 @@ class ManifestService:
         manifest: Manifest | None = None
         try:
             # Revalidate with a HEAD only when a matching answer can be served from here.
-            cached = usable is not None and self._local(target, parse_digest(usable.digest), head=True,
-                                                        cache="hit") is not None
+            cached = usable is not None and await self._local(target, parse_digest(usable.digest), head=True,
+                                                              cache=CacheResult.HIT) is not None
             if usable is not None and (head or cached):
                 current = await self._head(target, tag, accept)
                 if current is not None and current.digest == usable.digest:
-                    digest = parse_digest(usable.digest)
-                    link = self._index.manifest(target, digest)
-                    if link is not None:
-                        # The HEAD, made with today's credentials, vouches for the content.
-                        self._index.link_manifest(target, digest, link.media_type, access)
-                    local = self._local(target, digest, head=head, cache="revalidated", access=access)
-                    if local is not None:
-                        self._index.set_tag(target, tag, replace(usable, checked_at=time.time(), access=access))
-                        return local
+                    revalidated = await self._revalidated(target, tag, usable, head=head, access=access)
+                    if revalidated is not None:
+                        return revalidated
                 elif head:
                     manifest = current
             manifest = manifest or await self._fetch(target, tag, accept, head, access)
         except RegistryError as err:
-            stale = self._stale(target, usable, err, head=head, access=access)
+            stale = await self._stale(target, usable, err, head=head, access=access)
             if stale is None:
                 raise
             return stale
-        self._index.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size,
-                                                   time.time(), access))
+        await self._storage.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size,
+                                                           time.time(), access))
         return manifest
 
-    def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
-               head: bool, access: str) -> Manifest | None:
+    async def _revalidated(self, target: Target, tag: str, usable: TagRecord, *, head: bool,
+                           access: str) -> Manifest | None:
+        """The cached manifest, vouched for by a HEAD made with today's credentials."""
+        digest = parse_digest(usable.digest)
+        link = await self._storage.manifest_link(target, digest)
+        if link is not None:
+            await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, access))
+        local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, access=access)
+        if local is not None:
+            await self._storage.set_tag(target, tag, replace(usable, checked_at=time.time(), access=access))
+        return local
+
+    async def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
+                     head: bool, access: str) -> Manifest | None:
         # Never stale across a credential change: that content must be revalidated first.
         if record is None or record.access != access or err.code not in STALE_OK:
             return None
         if record.age() > self._cache.tag_ttl + self._cache.max_stale:
             return None
-        return self._local(target, parse_digest(record.digest), head=head, cache="stale", access=access)
+        return await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.STALE,
+                                 access=access)
 
-    def _local(self, target: Target, digest: Digest, *, head: bool, cache: str,
-               access: str | None = None) -> Manifest | None:
+    async def _local(self, target: Target, digest: Digest, *, head: bool, cache: CacheResult,
+                     access: str | None = None) -> Manifest | None:
         """The cached manifest, if this repository holds it (with ``access``, when given)."""
-        link = self._index.manifest(target, digest)
+        link = await self._storage.manifest_link(target, digest)
         if link is None or (access is not None and link.access != access):
             return None
         if head:
-            size = self._store.size(digest, "manifest")
+            size = self._storage.size(_MANIFEST, digest)
             return None if size is None else Manifest(str(digest), link.media_type, size, None, cache)
-        body = self._store.read_small(digest)
+        body = await self._storage.read_small(_MANIFEST, digest)
         if body is None:
             return None
         return Manifest(str(digest), link.media_type, len(body), body, cache)
 
     async def _head(self, target: Target, reference: str, accept: str | None) -> Manifest | None:
         headers = {"Accept": accept or DEFAULT_ACCEPT}
-        async with self._upstream.open(target, "HEAD", f"manifests/{reference}", kind="manifest",
+        async with self._upstream.open(target, "HEAD", f"manifests/{reference}", kind=EndpointKind.MANIFEST,
                                        headers=headers) as resp:
             digest = resp.headers.get("Docker-Content-Digest")
             if not digest or resp.content_length is None:
                 return None
-            return Manifest(digest, _media_type(resp, b""), resp.content_length, None, "miss")
+            return Manifest(digest, _media_type(resp, b""), resp.content_length, None, CacheResult.MISS)
 
     async def _fetch(self, target: Target, reference: str, accept: str | None, head: bool, access: str,
                      expect: Digest | None = None) -> Manifest:
@@ -165,7 +177,7 @@ class ManifestService:
             if found is not None and (expect is None or found.digest == str(expect)):
                 return found
         headers = {"Accept": accept or DEFAULT_ACCEPT}
-        async with self._upstream.open(target, "GET", f"manifests/{reference}", kind="manifest",
+        async with self._upstream.open(target, "GET", f"manifests/{reference}", kind=EndpointKind.MANIFEST,
                                        headers=headers) as resp:
             try:
                 body = await read_limited(resp, self._cache.max_manifest_size)
@@ -175,15 +187,21 @@ class ManifestService:
                                     f"{self._cache.max_manifest_size} byte limit (cache.max_manifest_size)") from None
             media_type = _media_type(resp, body)
             claimed = resp.headers.get("Docker-Content-Digest")
-        digest = expect or _claimed_digest(claimed) or Digest("sha256", hashlib.sha256(body).hexdigest())
-        if not digest.matches(body):
+        wanted = expect or _claimed_digest(claimed)
+        algorithm = wanted.algorithm if wanted is not None else "sha256"
+        digest = Digest(algorithm, await _hash(algorithm, body))
+        if wanted is not None and digest != wanted:
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
-                                f"upstream {target.registry} sent a manifest that does not match {digest}")
-        if not self._store.has(digest):
-            staged = await asyncio.to_thread(self._store.stage, body)
-            self._store.commit(staged, digest, len(body), "manifest")
-        self._index.link_manifest(target, digest, media_type, access)
-        return Manifest(str(digest), media_type, len(body), None if head else body, "miss")
+                                f"upstream {target.registry} sent a manifest that does not match {wanted}")
+        await self._storage.put(_MANIFEST, digest, body)
+        await self._storage.link_manifest(target, digest, ManifestLink(media_type, access))
+        return Manifest(str(digest), media_type, len(body), None if head else body, CacheResult.MISS)
+
+
+async def _hash(algorithm: str, body: bytes) -> str:
+    if len(body) <= _HASH_INLINE:
+        return hashlib.new(algorithm, body).hexdigest()
+    return await asyncio.to_thread(lambda: hashlib.new(algorithm, body).hexdigest())
 
 
 def _claimed_digest(claimed: str | None) -> Digest | None:
@@ -193,7 +211,7 @@ def _claimed_digest(claimed: str | None) -> Digest | None:
         return None
 
 
-def _media_type(resp: aiohttp.ClientResponse, body: bytes) -> str:
+def _media_type(resp: Answer, body: bytes) -> str:
     value = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
     if value and value not in ("application/json", "text/plain", "application/octet-stream"):
         return value

@@ -6,10 +6,14 @@ import json
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from multidict import MultiDictProxy
+from yarl import URL
+
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.ports import Upstream
 from proxy.reference import Target
 from proxy.upstream.body import BodyTooLarge, read_limited
-from proxy.upstream.client import UpstreamClient
+from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["TagPage", "list_tags"]
 
@@ -22,22 +26,22 @@ class TagPage:
     next_query: str | None  # the upstream's query for the next page, if any
 
 
-async def list_tags(upstream: UpstreamClient, target: Target, *, n: int | None, last: str | None) -> TagPage:
+async def list_tags(upstream: Upstream, target: Target, *, n: int | None, last: str | None) -> TagPage:
     params = {k: str(v) for k, v in (("n", n), ("last", last)) if v is not None}
-    async with upstream.open(target, "GET", "tags/list", kind="tags", params=params) as resp:
+    async with upstream.open(target, "GET", "tags/list", kind=EndpointKind.TAGS, params=params) as resp:
         try:
             body = await read_limited(resp, MAX_TAGS_BODY)
         except BodyTooLarge:
             raise RegistryError(ErrorCode.UNKNOWN,
                                 f"tag list from {target.registry} is too large; use n= to page") from None
-        link = resp.headers.get("Link")
+        next_query = _next_query(resp.links)
     try:
         tags = json.loads(body).get("tags") or []
     except (ValueError, AttributeError):
         raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent an unreadable tag list") from None
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise RegistryError(ErrorCode.UNKNOWN, f"upstream {target.registry} sent an unreadable tag list")
-    return _paginate(tags, _next_query(link), n=n, last=last)
+    return _paginate(tags, next_query, n=n, last=last)
 
 
 def _paginate(tags: list[str], next_query: str | None, *, n: int | None, last: str | None) -> TagPage:
@@ -54,13 +58,8 @@ def _paginate(tags: list[str], next_query: str | None, *, n: int | None, last: s
     return TagPage(page, urlencode({"n": n, "last": page[-1]}) if more else None)
 
 
-def _next_query(link: str | None) -> str | None:
-    # RFC 5988: </v2/name/tags/list?n=2&last=b>; rel="next"
-    if not link:
-        return None
-    for part in link.split(","):
-        url, _, params = part.partition(";")
-        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-            url = url.strip().lstrip("<").rstrip(">")
-            return url.partition("?")[2] or None
-    return None
+def _next_query(links: MultiDictProxy[MultiDictProxy[str | URL]]) -> str | None:
+    """The query of the upstream's ``rel="next"`` link; the path is the upstream's own, not ours."""
+    link = links.get("next")
+    url = None if link is None else link.get("url")
+    return (url.query_string or None) if isinstance(url, URL) else None

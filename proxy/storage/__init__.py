@@ -1,1 +1,1 @@
-"""Durable cache storage: verified content by digest, and per-repository indexes."""
+"""The content cache behind one async interface (``base.Storage``); the filesystem implementation."""

@@ -6,6 +6,9 @@ rename of a fully written, verified and fsynced temp file), so nothing here
 is ever partial. Readers take a lease for as long as they stream; eviction
 skips leased entries, and an unlinked file stays readable through an open
 descriptor anyway, so no reader is cut short.
+
+The accounting lives in memory and changes only on the event loop; the
+files themselves are touched only in the storage's threads.
 """
 
 from __future__ import annotations
@@ -14,42 +17,59 @@ import logging
 import os
 import shutil
 from collections import Counter, OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from proxy.reference import Digest, InvalidReference, parse_digest
-from proxy.storage.layout import KINDS, Layout
+from proxy.storage.base import ContentKind
+from proxy.storage.files import IoPool, SharedFd, write_all
+from proxy.storage.layout import Layout
 
-__all__ = ["ContentStore"]
+__all__ = ["CHUNK", "ContentStore", "OpenedContent"]
 
 log = logging.getLogger(__name__)
 
-_Key = tuple[str, Digest]
+CHUNK = 1024 * 1024
+
+_Key = tuple[ContentKind, Digest]
+
+
+@dataclass
+class OpenedContent:
+    fd: SharedFd
+    size: int
+
+    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+        position = start
+        while position < end:
+            chunk = await self.fd.pread(min(CHUNK, end - position), position)
+            if not chunk:
+                raise OSError(f"cached content ended at byte {position} of {self.size}")
+            position += len(chunk)
+            yield chunk
 
 
 class ContentStore:
-    def __init__(self, layout: Layout, *, max_size: int) -> None:
+    def __init__(self, layout: Layout, io: IoPool, *, max_size: int) -> None:
         self.layout = layout
         self.max_size = max_size
         self.used = 0
         self.evictions = 0
+        self._io = io
         # Oldest access first; moved to the end on every hit.
         self._entries: OrderedDict[_Key, int] = OrderedDict()
         self._leases: Counter[_Key] = Counter()
-        self.counts: Counter[str] = Counter()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        self.counts: Counter[ContentKind] = Counter()
 
     def load(self) -> None:
-        """Clean up after a crash and index what is on disk. Blocking: run at start."""
+        """Clean up after a crash and index what is on disk. Blocking: run once, before serving."""
         self.layout.create()
         shutil.rmtree(self.layout.tmp)
         self.layout.tmp.mkdir()
         found: list[tuple[float, _Key, int]] = []
-        for kind in KINDS:
+        for kind in ContentKind:
             for alg_dir in self.layout.content_root(kind).iterdir():
                 for path in alg_dir.glob("*/*"):
                     try:
@@ -62,74 +82,66 @@ class ContentStore:
                     found.append((st.st_mtime, (kind, digest), st.st_size))
         for _, key, size in sorted(found, key=lambda item: item[0]):
             self._add(key, size)
-        self._evict()
+        for path in self._choose_victims():
+            path.unlink(missing_ok=True)
 
-    def size(self, digest: Digest, kind: str = "blob") -> int | None:
+    def size(self, kind: ContentKind, digest: Digest) -> int | None:
         size = self._entries.get((kind, digest))
         if size is not None:
             self._entries.move_to_end((kind, digest))
         return size
 
-    @contextmanager
-    def open(self, digest: Digest, kind: str = "blob") -> Iterator[tuple[BinaryIO, int] | None]:
+    @asynccontextmanager
+    async def open(self, kind: ContentKind, digest: Digest) -> AsyncIterator[OpenedContent | None]:
         """Open content for reading, leased against eviction while the block runs."""
         key = (kind, digest)
-        if key not in self._entries:
+        expected = self._entries.get(key)
+        if expected is None:
             yield None
             return
+        self._leases[key] += 1  # before any await: eviction must skip it from now on
         try:
-            f = self.layout.content(kind, digest).open("rb")
-        except FileNotFoundError:
-            # Removed behind our back: forget it, the caller refetches.
-            self._forget(key)
-            yield None
-            return
-        self._entries.move_to_end(key)
-        self._leases[key] += 1
-        try:
-            os.utime(f.fileno())
-            yield f, os.fstat(f.fileno()).st_size
+            try:
+                fd, size = await self._io.run(_open_for_reading, self.layout.content(kind, digest))
+            except FileNotFoundError:
+                # Removed behind our back: forget it, the caller refetches.
+                self._forget(key)
+                yield None
+                return
+            shared = SharedFd(fd, self._io)
+            try:
+                if size != expected:
+                    log.warning("cached %s %s has %d bytes instead of %d; dropping it", kind.value, digest, size,
+                                expected)
+                    await self.drop(kind, digest)
+                    yield None
+                    return
+                self._entries.move_to_end(key)
+                yield OpenedContent(shared, size)
+            finally:
+                shared.release()
         finally:
-            f.close()
             self._leases[key] -= 1
             if not self._leases[key]:
                 del self._leases[key]
 
-    def read_small(self, digest: Digest, kind: str = "manifest") -> bytes | None:
-        with self.open(digest, kind) as opened:
-            return None if opened is None else opened[0].read()
-
-    def commit(self, temp: Path, digest: Digest, size: int, kind: str = "blob") -> None:
+    async def commit(self, temp: Path, kind: ContentKind, digest: Digest, size: int) -> None:
         """Move a verified, fsynced temp file into place and account for it."""
-        final = self.layout.content(kind, digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
+        await self._io.run(_move_into_place, temp, self.layout.content(kind, digest))
         self._add((kind, digest), size)
-        self._evict()
+        await self._evict()
 
-    def has(self, digest: Digest, kind: str = "manifest") -> bool:
-        return (kind, digest) in self._entries and self.layout.content(kind, digest).exists()
-
-    def stage(self, data: bytes) -> Path:
-        """Write and fsync a temp file for ``commit``. Blocking, and touches no
-        shared state, so callers run it in a thread."""
-        fd, temp = self.layout.temp_file()
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        return temp
-
-    def put(self, digest: Digest, data: bytes, kind: str = "manifest") -> None:
-        """Store small verified content synchronously (stage, then commit)."""
-        if self.has(digest, kind):
-            self._entries.move_to_end((kind, digest))
+    async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:
+        """Store small verified content: stage and fsync a temp file, then commit it."""
+        if self.size(kind, digest) is not None:
             return
-        self.commit(self.stage(data), digest, len(data), kind)
+        temp = await self._io.run(_stage, self.layout, data)
+        await self.commit(temp, kind, digest, len(data))
+
+    async def drop(self, kind: ContentKind, digest: Digest) -> None:
+        """Forget content found corrupt, so the next request fetches it again."""
+        self._forget((kind, digest))
+        await self._io.run(self.layout.content(kind, digest).unlink, missing_ok=True)
 
     def _add(self, key: _Key, size: int) -> None:
         if key not in self._entries:
@@ -146,16 +158,55 @@ class ContentStore:
             self.used -= size
             self.counts[key[0]] -= 1
 
-    def _evict(self) -> None:
-        if self.used <= self.max_size:
-            return
+    def _choose_victims(self) -> list[Path]:
+        """Forget the least recently used unleased entries until under budget; their files to unlink."""
+        victims = []
         for key in list(self._entries):
             if self.used <= self.max_size:
                 break
             if self._leases.get(key):
                 continue
             kind, digest = key
-            self.layout.content(kind, digest).unlink(missing_ok=True)
             self._forget(key)
             self.evictions += 1
-            log.info("evicted %s %s from the cache", kind, digest)
+            victims.append(self.layout.content(kind, digest))
+            log.info("evicted %s %s from the cache", kind.value, digest)
+        return victims
+
+    async def _evict(self) -> None:
+        if self.used > self.max_size:
+            victims = self._choose_victims()
+            await self._io.run(_unlink_all, victims)
+
+
+def _open_for_reading(path: Path) -> tuple[int, int]:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.utime(fd)  # the access time orders eviction after a restart
+        return fd, os.fstat(fd).st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _move_into_place(temp: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temp, final)
+
+
+def _stage(layout: Layout, data: bytes) -> Path:
+    fd, temp = layout.temp_file()
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return temp
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

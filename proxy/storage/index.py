@@ -6,68 +6,89 @@ was seen. Serving through links therefore never hands one repository's (or
 one registry's) content to a name that could not reach it, and content seen
 with a credential that was since deactivated or deleted is revalidated
 before it is served again.
+
+Reads are answered from a bounded memory copy when they can: this process is
+the only writer, and a warm pull reads several links per request.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass
+from collections import OrderedDict
+from dataclasses import asdict
+from pathlib import Path
 
 from proxy.reference import Digest, Target
-from proxy.storage.layout import Layout, atomic_write
+from proxy.storage.base import ManifestLink, TagRecord
+from proxy.storage.files import IoPool, atomic_write
+from proxy.storage.layout import Layout
 
-__all__ = ["ManifestLink", "RepositoryIndex", "TagRecord"]
-
-
-@dataclass(frozen=True)
-class TagRecord:
-    digest: str
-    media_type: str
-    size: int
-    checked_at: float
-    access: str = ""
-
-    def age(self, now: float | None = None) -> float:
-        return (time.time() if now is None else now) - self.checked_at
-
-
-@dataclass(frozen=True)
-class ManifestLink:
-    media_type: str
-    access: str
+__all__ = ["RepositoryIndex"]
 
 
 class RepositoryIndex:
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, io: IoPool, *, remembered: int = 20_000) -> None:
         self.layout = layout
+        self._io = io
+        self._remembered = remembered
+        # Path -> file content, or None where the file does not exist.
+        self._memory: OrderedDict[Path, bytes | None] = OrderedDict()
+        self._writes = 0
 
-    def blob_access(self, target: Target, digest: Digest) -> str | None:
-        """The access the blob was last seen with here, or None if never."""
+    async def blob_access(self, target: Target, digest: Digest) -> str | None:
+        raw = await self._read(self.layout.blob_link(target, digest))
+        return None if raw is None else raw.decode()
+
+    async def link_blob(self, target: Target, digest: Digest, access: str) -> None:
+        if await self.blob_access(target, digest) != access:
+            await self._write(self.layout.blob_link(target, digest), access.encode())
+
+    async def manifest(self, target: Target, digest: Digest) -> ManifestLink | None:
+        raw = await self._read(self.layout.manifest_link(target, digest))
         try:
-            return self.layout.blob_link(target, digest).read_text()
-        except FileNotFoundError:
+            return None if raw is None else ManifestLink(**json.loads(raw))
+        except (ValueError, TypeError):
             return None
 
-    def link_blob(self, target: Target, digest: Digest, access: str) -> None:
-        if self.blob_access(target, digest) != access:
-            atomic_write(self.layout.blob_link(target, digest), access.encode(), self.layout.tmp)
+    async def link_manifest(self, target: Target, digest: Digest, link: ManifestLink) -> None:
+        await self._write(self.layout.manifest_link(target, digest), json.dumps(asdict(link)).encode())
 
-    def manifest(self, target: Target, digest: Digest) -> ManifestLink | None:
+    async def tag(self, target: Target, tag: str) -> TagRecord | None:
+        raw = await self._read(self.layout.tag(target, tag))
         try:
-            return ManifestLink(**json.loads(self.layout.manifest_link(target, digest).read_bytes()))
-        except (FileNotFoundError, ValueError, TypeError):
+            return None if raw is None else TagRecord(**json.loads(raw))
+        except (ValueError, TypeError):
             return None
 
-    def link_manifest(self, target: Target, digest: Digest, media_type: str, access: str) -> None:
-        data = json.dumps(asdict(ManifestLink(media_type, access))).encode()
-        atomic_write(self.layout.manifest_link(target, digest), data, self.layout.tmp)
+    async def set_tag(self, target: Target, tag: str, record: TagRecord) -> None:
+        await self._write(self.layout.tag(target, tag), json.dumps(asdict(record)).encode())
 
-    def tag(self, target: Target, tag: str) -> TagRecord | None:
-        try:
-            return TagRecord(**json.loads(self.layout.tag(target, tag).read_bytes()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return None
+    async def _read(self, path: Path) -> bytes | None:
+        if path in self._memory:
+            self._memory.move_to_end(path)
+            return self._memory[path]
+        writes = self._writes
+        raw = await self._io.run(_read_file, path)
+        if writes == self._writes:  # a write while reading may have made this stale
+            self._remember(path, raw)
+        return raw
 
-    def set_tag(self, target: Target, tag: str, record: TagRecord) -> None:
-        atomic_write(self.layout.tag(target, tag), json.dumps(asdict(record)).encode(), self.layout.tmp)
+    async def _write(self, path: Path, data: bytes) -> None:
+        # Forgotten first: a failed write must not leave a remembered value the disk does not have.
+        self._memory.pop(path, None)
+        self._writes += 1
+        await self._io.run(atomic_write, path, data, self.layout.tmp)
+        self._remember(path, data)
+
+    def _remember(self, path: Path, raw: bytes | None) -> None:
+        self._memory[path] = raw
+        self._memory.move_to_end(path)
+        while len(self._memory) > self._remembered:
+            self._memory.popitem(last=False)
+
+
+def _read_file(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None

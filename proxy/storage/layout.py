@@ -1,4 +1,4 @@
-"""Where the cache keeps things on disk.
+"""Where the filesystem cache keeps things on disk.
 
 ::
 
@@ -20,15 +20,13 @@ another registry's name, even when the default registry changes.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 from proxy.reference import Digest, Target
+from proxy.storage.base import ContentKind
 
-__all__ = ["KINDS", "Layout", "atomic_write"]
-
-KINDS = ("blob", "manifest")
+__all__ = ["Layout"]
 
 
 class Layout:
@@ -43,14 +41,11 @@ class Layout:
         for path in (self.blobs, self.manifests, self.tmp, self.repos):
             path.mkdir(parents=True, exist_ok=True)
 
-    def content_root(self, kind: str) -> Path:
-        return self.manifests if kind == "manifest" else self.blobs
+    def content_root(self, kind: ContentKind) -> Path:
+        return self.manifests if kind is ContentKind.MANIFEST else self.blobs
 
-    def content(self, kind: str, digest: Digest) -> Path:
+    def content(self, kind: ContentKind, digest: Digest) -> Path:
         return self.content_root(kind) / digest.algorithm / digest.hex[:2] / digest.hex
-
-    def blob(self, digest: Digest) -> Path:
-        return self.content("blob", digest)
 
     def repo(self, target: Target) -> Path:
         # Names were checked against the grammar (no "..", no empty parts)
@@ -67,18 +62,6 @@ class Layout:
         return self.repo(target) / "_tags" / tag
 
     def temp_file(self) -> tuple[int, Path]:
+        """A new temp file, open for reading and writing. Blocking."""
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix="part-")
         return fd, Path(name)
-
-
-def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write a small file so readers see either the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="small-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

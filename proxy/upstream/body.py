@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-import aiohttp
+from collections.abc import AsyncIterator
+from typing import Protocol
 
-__all__ = ["BodyTooLarge", "read_limited"]
+from multidict import CIMultiDictProxy, MultiDictProxy
+from yarl import URL
+
+__all__ = ["Answer", "BodyTooLarge", "read_limited"]
+
+
+class _Body(Protocol):
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class Answer(Protocol):
+    """The parts of an upstream response its readers use; aiohttp's ClientResponse has them."""
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def content(self) -> _Body: ...
+
+    @property
+    def links(self) -> MultiDictProxy[MultiDictProxy[str | URL]]:
+        """The Link header (RFC 8288), parsed, by relation."""
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-async def read_limited(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+async def read_limited(resp: Answer, limit: int) -> bytes:
     if resp.content_length is not None and resp.content_length > limit:
         raise BodyTooLarge(resp.content_length)
     body = bytearray()

@@ -21,7 +21,7 @@ from proxy.errors import ErrorCode, RegistryError
 from proxy.reference import Target
 from proxy.upstream.auth import Authenticator
 from proxy.upstream.challenge import parse_challenges
-from proxy.upstream.endpoints import Credentials, Endpoint, RegistryDirectory, UpstreamEvents
+from proxy.upstream.endpoints import Credentials, Endpoint, EndpointKind, RegistryDirectory, UpstreamEvents
 from proxy.upstream.failures import connection_error, status_error
 from proxy.upstream.guard import check_literal
 from proxy.upstream.pools import Pools
@@ -59,7 +59,7 @@ class UpstreamClient:
         method: str,
         path: str,
         *,
-        kind: str,
+        kind: EndpointKind,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:

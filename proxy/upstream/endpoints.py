@@ -5,14 +5,24 @@ metrics implement them, so this package imports neither."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy.upstream.tls import TlsOptions
 
-__all__ = ["DOCKER_HUB_API", "Credentials", "Endpoint", "RegistryDirectory", "UpstreamEvents"]
+__all__ = ["DOCKER_HUB_API", "Credentials", "Endpoint", "EndpointKind", "RegistryDirectory", "UpstreamEvents"]
 
 DOCKER_HUB_API = "https://registry-1.docker.io"
+
+
+class EndpointKind(enum.Enum):
+    """Which registry API endpoint a request is for: it decides error codes and metric labels."""
+
+    BASE = "base"
+    BLOB = "blob"
+    MANIFEST = "manifest"
+    TAGS = "tags"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import aiohttp
 
 from proxy.errors import ErrorCode, RegistryError
 from proxy.upstream.body import BodyTooLarge, read_limited
-from proxy.upstream.endpoints import Endpoint
+from proxy.upstream.endpoints import Endpoint, EndpointKind
 from proxy.upstream.guard import BlockedAddress
 from proxy.upstream.tls import describe_tls_failure
 
@@ -25,7 +25,7 @@ MAX_ERROR_BODY = 64 * 1024
 
 E = TypeVar("E", bound=BaseException)
 
-_NOT_FOUND = {"manifest": ErrorCode.MANIFEST_UNKNOWN, "blob": ErrorCode.BLOB_UNKNOWN}
+_NOT_FOUND = {EndpointKind.MANIFEST: ErrorCode.MANIFEST_UNKNOWN, EndpointKind.BLOB: ErrorCode.BLOB_UNKNOWN}
 _PASSED_THROUGH = {ErrorCode.NAME_UNKNOWN, ErrorCode.MANIFEST_UNKNOWN, ErrorCode.BLOB_UNKNOWN,
                    ErrorCode.NAME_INVALID, ErrorCode.TAG_INVALID, ErrorCode.DIGEST_INVALID}
 
@@ -50,7 +50,7 @@ def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "reg
                          f"{what} {endpoint.registry} ({endpoint.url}) is unreachable: {_reason(exc)}")
 
 
-async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: str) -> RegistryError:
+async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: EndpointKind) -> RegistryError:
     upstream_code, upstream_message = await _read_error(resp)
     where = f"upstream {endpoint.registry}"
     status = resp.status

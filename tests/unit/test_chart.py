@@ -24,7 +24,8 @@ import pytest
 import trustme
 import yaml
 from aiohttp import web
-from proxy.api.metrics import setup_observe_routes
+from proxy.api.health import setup_health_routes
+from proxy.api.metrics import setup_metrics_routes
 from proxy.config import registries as config_registries
 from proxy.config import settings as settings_module
 from proxy.config.settings import load_settings
@@ -375,7 +376,8 @@ def test_generated_secrets_are_accepted_by_the_proxy(tmp_path: Path) -> None:
 
 def test_probes_and_metrics_use_routes_the_proxy_serves() -> None:
     app = web.Application()
-    setup_observe_routes(app)
+    setup_metrics_routes(app)
+    setup_health_routes(app)
     served = {resource.canonical for resource in app.router.resources()}
     statefulset = (TEMPLATES / "statefulset.yaml").read_text()
     probed = set(re.findall(r"path: (/\S+)", statefulset))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from aiohttp import web
 from proxy.pullthrough.tags import TagPage, _next_query, _paginate
 
 # As an upstream that ignores n and last returns them: everything, in no particular order.
@@ -85,7 +87,20 @@ def test_next_query_is_urlencoded() -> None:
     assert parse_qs(page.next_query) == {"n": ["1"], "last": ["a b"]}
 
 
-# --- _next_query: reading the upstream's Link header -----------------------------------
+# --- the next page, read from the upstream's Link header by aiohttp --------------------
+
+
+async def next_query_from(aiohttp_client: Any, link: str | None) -> str | None:
+    """What _next_query makes of a Link header, as a real response carries it."""
+
+    async def tags(request: web.Request) -> web.Response:
+        return web.json_response({"tags": []}, headers={} if link is None else {"Link": link})
+
+    app = web.Application()
+    app.router.add_get("/v2/a/tags/list", tags)
+    client = await aiohttp_client(app)
+    async with client.get("/v2/a/tags/list") as resp:
+        return _next_query(resp.links)
 
 
 @pytest.mark.parametrize(
@@ -99,8 +114,8 @@ def test_next_query_is_urlencoded() -> None:
         ('</v2/a/tags/list?n=1&last=x>; rel="prev", </v2/a/tags/list?n=1&last=z>; rel="next"', "n=1&last=z"),
     ],
 )
-def test_next_query_is_read_from_the_link(link: str, expected: str) -> None:
-    assert _next_query(link) == expected
+async def test_next_query_is_read_from_the_link(aiohttp_client: Any, link: str, expected: str) -> None:
+    assert await next_query_from(aiohttp_client, link) == expected
 
 
 @pytest.mark.parametrize(
@@ -115,5 +130,5 @@ def test_next_query_is_read_from_the_link(link: str, expected: str) -> None:
         "garbage",
     ],
 )
-def test_no_next_page(link: str | None) -> None:
-    assert _next_query(link) is None
+async def test_no_next_page(aiohttp_client: Any, link: str | None) -> None:
+    assert await next_query_from(aiohttp_client, link) is None

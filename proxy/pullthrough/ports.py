@@ -1,0 +1,45 @@
+"""What the pull-through logic says about each answer, and what it needs of the upstream client.
+
+``CacheResult`` is what a client sees in ``X-Registry-Proxy-Cache`` and
+what metrics count. ``Upstream`` is the small protocol the services call,
+so the engine can be exercised with a counting fake instead of a network.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from proxy.reference import Target
+from proxy.upstream.body import Answer
+from proxy.upstream.endpoints import EndpointKind
+
+__all__ = ["BodySource", "CacheResult", "Upstream"]
+
+
+class BodySource(enum.Enum):
+    CACHE = "cache"
+    UPSTREAM = "upstream"
+
+
+class CacheResult(enum.Enum):
+    HIT = "hit"
+    MISS = "miss"
+    JOINED = "joined"  # shared a download already in flight
+    REVALIDATED = "revalidated"
+    STALE = "stale"
+
+    @property
+    def source(self) -> BodySource:
+        return BodySource.UPSTREAM if self in (CacheResult.MISS, CacheResult.JOINED) else BodySource.CACHE
+
+
+class Upstream(Protocol):
+    def access_key(self, registry: str) -> str:
+        """Which access requests to this registry have now: a credential id, or "" for none."""
+
+    def open(self, target: Target, method: str, path: str, *, kind: EndpointKind,
+             headers: Mapping[str, str] | None = None,
+             params: Mapping[str, str] | None = None) -> AbstractAsyncContextManager[Answer]: ...

@@ -1,0 +1,131 @@
+"""The one interface the pull-through logic uses to reach the cache.
+
+Every method that may touch a disk (or, later, object storage) is a
+coroutine, so no caller can block the event loop on it. Two promises hold
+for every implementation:
+
+- **verified before visible**: content becomes readable under its digest only
+  through ``PartialBlob.commit`` (which checks the digest) or ``put``; a
+  reader never sees a partial or unverified object;
+- **served only through links**: a repository's links record under which
+  access (credential, or none) it was seen to hold a digest, and callers
+  serve content for a repository only through them.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from proxy.reference import Digest, Target
+
+__all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "ManifestLink", "PartialBlob", "Storage",
+           "TagRecord"]
+
+
+class ContentKind(enum.Enum):
+    BLOB = "blob"
+    MANIFEST = "manifest"
+
+
+class DigestMismatch(Exception):
+    """Content did not hash to the digest it was stored under; nothing was kept."""
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    digest: str
+    media_type: str
+    size: int
+    checked_at: float
+    access: str = ""
+
+    def age(self, now: float | None = None) -> float:
+        return (time.time() if now is None else now) - self.checked_at
+
+
+@dataclass(frozen=True)
+class ManifestLink:
+    media_type: str
+    access: str
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    used: int
+    max_size: int
+    evictions: int
+    blobs: int
+    manifests: int
+
+
+class Content(Protocol):
+    """Cached content opened for reading, leased against eviction until its context ends."""
+
+    @property
+    def size(self) -> int: ...
+
+    def read(self, start: int, end: int) -> AsyncIterator[bytes]: ...
+
+
+class PartialBlob(Protocol):
+    """A blob on its way into the cache: appended by one writer, readable by many while it grows.
+
+    ``close`` once nobody reads it any more; reads still running in a thread
+    finish first.
+    """
+
+    @property
+    def written(self) -> int: ...
+
+    async def append(self, chunk: bytes) -> None:
+        """Store and hash the next bytes, off the event loop."""
+
+    async def read(self, position: int, size: int) -> bytes: ...
+
+    async def commit(self) -> None:
+        """Make it readable under its digest; raises ``DigestMismatch`` and keeps nothing if it does not hash to it."""
+
+    async def discard(self) -> None:
+        """Drop what was written; it never becomes content."""
+
+    def close(self) -> None: ...
+
+
+class Storage(Protocol):
+    def size(self, kind: ContentKind, digest: Digest) -> int | None:
+        """What the cache holds, from memory; a lookup counts as use for eviction."""
+
+    def open(self, kind: ContentKind, digest: Digest) -> AbstractAsyncContextManager[Content | None]: ...
+
+    async def read_small(self, kind: ContentKind, digest: Digest) -> bytes | None:
+        """The whole content, checked against its digest; corrupt content is dropped and reads as absent."""
+
+    async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:
+        """Store small content (a manifest) whose digest the caller verified."""
+
+    async def begin_blob(self, digest: Digest) -> PartialBlob: ...
+
+    async def blob_access(self, target: Target, digest: Digest) -> str | None:
+        """The access the blob was last seen with in this repository, or None if never."""
+
+    async def link_blob(self, target: Target, digest: Digest, access: str) -> None: ...
+
+    async def manifest_link(self, target: Target, digest: Digest) -> ManifestLink | None: ...
+
+    async def link_manifest(self, target: Target, digest: Digest, link: ManifestLink) -> None: ...
+
+    async def tag(self, target: Target, tag: str) -> TagRecord | None: ...
+
+    async def set_tag(self, target: Target, tag: str, record: TagRecord) -> None: ...
+
+    def stats(self) -> CacheStats: ...
+
+    async def check_writable(self) -> None:
+        """Raise OSError when new content could not be stored."""
+
+    async def free_space(self) -> int: ...

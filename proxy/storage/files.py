@@ -1,0 +1,98 @@
+"""File I/O off the event loop: a worker pool, descriptors used from it, and writes readers never see half-done.
+
+Cache files are read and written in the storage's own threads. A released
+descriptor closes only once no read is still running on it in a thread: a
+reader cancelled mid-read (a client that disconnects) must never have its
+descriptor closed, and the number reused by another file, under a thread
+that is still reading it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+__all__ = ["IoPool", "SharedFd", "atomic_write", "write_all"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class IoPool:
+    """The threads that do the cache's file I/O; closing waits for the work they have."""
+
+    def __init__(self, workers: int = 8) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cache-io")
+
+    async def run(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: work(*args, **kwargs))
+
+    def submit(self, work: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """For callers that must learn when the thread itself is done, not just their await (see SharedFd)."""
+        return self._executor.submit(work)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class SharedFd:
+    """A descriptor used from worker threads; ``release`` closes it once no thread still uses it."""
+
+    def __init__(self, fd: int, pool: IoPool) -> None:
+        self.fd = fd
+        self._pool = pool
+        self._busy = 0
+        self._released = False
+        self._closed = False
+
+    def release(self) -> None:
+        self._released = True
+        self._close_when_idle()
+
+    async def pread(self, size: int, position: int) -> bytes:
+        return await self.use(lambda fd: os.pread(fd, size, position))
+
+    async def use(self, work: Callable[[int], T]) -> T:
+        if self._released:
+            raise OSError("the descriptor was released")
+        fd, loop = self.fd, asyncio.get_running_loop()
+        self._busy += 1
+        future = self._pool.submit(lambda: work(fd))
+        # Counted down when the thread is done, not when the awaiting task
+        # is: a cancelled await leaves the thread running.
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._idle))
+        return await asyncio.wrap_future(future)
+
+    def _idle(self) -> None:
+        self._busy -= 1
+        self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if self._released and self._busy == 0 and not self._closed:
+            self._closed = True
+            os.close(self.fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """Write a small file so readers see either the old or the new content. Blocking."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="small-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

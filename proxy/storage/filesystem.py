@@ -1,0 +1,142 @@
+"""The cache on the local filesystem: the embedded default implementation of ``Storage``.
+
+Content and repository links live under ``<data_dir>/cache`` (see
+``layout``). A download in progress is a temp file that readers follow as
+it grows; it becomes content by rename only after its digest checks out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from proxy.reference import Digest, Target
+from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, TagRecord
+from proxy.storage.content import ContentStore, OpenedContent
+from proxy.storage.files import IoPool, SharedFd, write_all
+from proxy.storage.index import RepositoryIndex
+from proxy.storage.layout import Layout
+
+__all__ = ["FilesystemStorage"]
+
+# Hashing this much takes longer than handing it to a thread.
+_HASH_INLINE = 256 * 1024
+
+
+class _PartialBlob:
+    def __init__(self, digest: Digest, fd: int, temp: Path, content: ContentStore, io: IoPool) -> None:
+        self._digest = digest
+        self._fd = SharedFd(fd, io)
+        self._temp = temp
+        self._content = content
+        self._io = io
+        self._hasher = digest.hasher()
+        self.written = 0
+
+    async def append(self, chunk: bytes) -> None:
+        def write(fd: int) -> None:
+            write_all(fd, chunk)
+            self._hasher.update(chunk)  # in the same thread hop: hashing releases the GIL
+
+        await self._fd.use(write)
+        self.written += len(chunk)
+
+    async def read(self, position: int, size: int) -> bytes:
+        return await self._fd.pread(size, position)
+
+    def close(self) -> None:
+        self._fd.release()
+
+    async def commit(self) -> None:
+        if self._hasher.hexdigest() != self._digest.hex:
+            raise DigestMismatch(str(self._digest))
+        await self._fd.use(os.fsync)
+        await self._content.commit(self._temp, ContentKind.BLOB, self._digest, self.written)
+
+    async def discard(self) -> None:
+        await self._io.run(self._temp.unlink, missing_ok=True)
+
+
+class FilesystemStorage:
+    def __init__(self, data_dir: Path, *, max_size: int) -> None:
+        self.layout = Layout(data_dir)
+        self._io = IoPool()
+        self._content = ContentStore(self.layout, self._io, max_size=max_size)
+        self._index = RepositoryIndex(self.layout, self._io)
+
+    async def start(self) -> None:
+        await self._io.run(self._content.load)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._io.close)
+
+    def size(self, kind: ContentKind, digest: Digest) -> int | None:
+        return self._content.size(kind, digest)
+
+    @asynccontextmanager
+    async def open(self, kind: ContentKind, digest: Digest) -> AsyncIterator[OpenedContent | None]:
+        async with self._content.open(kind, digest) as opened:
+            yield opened
+
+    async def read_small(self, kind: ContentKind, digest: Digest) -> bytes | None:
+        async with self._content.open(kind, digest) as opened:
+            if opened is None:
+                return None
+            data = b"".join([chunk async for chunk in opened.read(0, opened.size)])
+        if not await _hashes_to(digest, data):
+            await self._content.drop(kind, digest)
+            return None
+        return data
+
+    async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:
+        await self._content.put(kind, digest, data)
+
+    async def begin_blob(self, digest: Digest) -> _PartialBlob:
+        fd, temp = await self._io.run(self.layout.temp_file)
+        return _PartialBlob(digest, fd, temp, self._content, self._io)
+
+    async def blob_access(self, target: Target, digest: Digest) -> str | None:
+        return await self._index.blob_access(target, digest)
+
+    async def link_blob(self, target: Target, digest: Digest, access: str) -> None:
+        await self._index.link_blob(target, digest, access)
+
+    async def manifest_link(self, target: Target, digest: Digest) -> ManifestLink | None:
+        return await self._index.manifest(target, digest)
+
+    async def link_manifest(self, target: Target, digest: Digest, link: ManifestLink) -> None:
+        await self._index.link_manifest(target, digest, link)
+
+    async def tag(self, target: Target, tag: str) -> TagRecord | None:
+        return await self._index.tag(target, tag)
+
+    async def set_tag(self, target: Target, tag: str, record: TagRecord) -> None:
+        await self._index.set_tag(target, tag, record)
+
+    def stats(self) -> CacheStats:
+        c = self._content
+        return CacheStats(used=c.used, max_size=c.max_size, evictions=c.evictions,
+                          blobs=c.counts[ContentKind.BLOB], manifests=c.counts[ContentKind.MANIFEST])
+
+    async def check_writable(self) -> None:
+        await self._io.run(_probe_write, self.layout.tmp)
+
+    async def free_space(self) -> int:
+        return (await self._io.run(shutil.disk_usage, self.layout.root)).free
+
+
+async def _hashes_to(digest: Digest, data: bytes) -> bool:
+    if len(data) <= _HASH_INLINE:
+        return digest.matches(data)
+    return await asyncio.to_thread(digest.matches, data)
+
+
+def _probe_write(directory: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=directory, prefix="ready-") as f:
+        f.write(b"ok")
+        f.flush()
