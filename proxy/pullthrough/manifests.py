@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 
 from proxy.config.settings import CacheSettings
@@ -51,10 +51,12 @@ class Manifest:
 
 
 class ManifestService:
-    def __init__(self, *, storage: Storage, upstream: Upstream, cache: CacheSettings) -> None:
+    def __init__(self, *, storage: Storage, upstream: Upstream, cache: CacheSettings,
+                 clock: Callable[[], float] = time.time) -> None:
         self._storage = storage
         self._upstream = upstream
         self._cache = cache
+        self._clock = clock
         self._flights: SingleFlight[Hashable, Manifest] = SingleFlight()
 
     @property
@@ -91,7 +93,7 @@ class ManifestService:
     async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool, access: str) -> Manifest:
         record = await self._storage.tag(target, tag)
         if (record is not None and record.access == access and _acceptable(record.media_type, accept)
-                and record.age() < self._cache.tag_ttl):
+                and record.age(self._clock()) < self._cache.tag_ttl):
             local = await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.HIT,
                                       access=access)
             if local is not None:
@@ -122,7 +124,7 @@ class ManifestService:
                 raise
             return stale
         await self._storage.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size,
-                                                           time.time(), access))
+                                                           self._clock(), access))
         return manifest
 
     async def _revalidated(self, target: Target, tag: str, usable: TagRecord, *, head: bool,
@@ -134,7 +136,7 @@ class ManifestService:
             await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, access))
         local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, access=access)
         if local is not None:
-            await self._storage.set_tag(target, tag, replace(usable, checked_at=time.time(), access=access))
+            await self._storage.set_tag(target, tag, replace(usable, checked_at=self._clock(), access=access))
         return local
 
     async def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
@@ -142,7 +144,7 @@ class ManifestService:
         # Never stale across a credential change: that content must be revalidated first.
         if record is None or record.access != access or err.code not in STALE_OK:
             return None
-        if record.age() > self._cache.tag_ttl + self._cache.max_stale:
+        if record.age(self._clock()) > self._cache.tag_ttl + self._cache.max_stale:
             return None
         return await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.STALE,
                                  access=access)
