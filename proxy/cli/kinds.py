@@ -1,7 +1,11 @@
-"""Admin CLI pieces for credential kinds (basic, ecr, gcr) and secret input.
+"""Credential kinds (basic, ecr, gcr) on the command line: their flags, and how secrets are read.
 
-Secrets come from stdin or a terminal prompt, never from arguments, and are
-only ever sent to the proxy.
+Secrets come from stdin, a terminal prompt or (a Google service-account key)
+a file, never from arguments, where ``ps`` and shell history would show them;
+they are only ever sent to the proxy, and handed back to the caller so that
+the client can scrub them from any error. A flag of another kind than the
+credential's is refused before any secret is read or asked for, naming the
+API field it would have set.
 """
 
 from __future__ import annotations
@@ -9,20 +13,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from proxy.cli.client import AdminError, UsageError
+from proxy.cli.parsing import seconds
 from proxy.credentials.providers.gcr import GCR_MODES
-from proxy.humanize import ago, human_duration, until
 
-__all__ = ["MAX_KEY_FILE", "check_kind_flags", "kind_options", "margin", "minted_fields", "read_secret", "read_stdin",
-           "text", "token_fields"]
+__all__ = ["MAX_KEY_FILE", "check_kind_flags", "kind_options", "minted_fields", "password"]
 
+# A Google service-account key is a few KiB; the API takes at most 1 MiB per body.
 MAX_KEY_FILE = 256 * 1024
 
 
@@ -91,20 +91,8 @@ def check_kind_flags(args: argparse.Namespace, kind: str, whose: str) -> None:
                              f"{' or '.join(option.kinds)}", field=option.field)
 
 
-def seconds(text: str) -> int | float:
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smh]?)\s*", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (or 90s, 10m, 1h)")
-    value = float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
-    # Whole seconds go out as an integer, as they would be written in JSON by hand.
-    return int(value) if value.is_integer() else value
-
-
-# Handlers
-
-
 def minted_fields(args: argparse.Namespace, kind: str, fields: dict[str, str | int | float | None], *,
-                   had_secret: bool, whose: str) -> tuple[str, ...]:
+                  had_secret: bool, whose: str) -> tuple[str, ...]:
     """Put an ecr or gcr credential's fields into ``fields``; the secrets read, for scrubbing."""
     fields["renew_margin"] = args.renew_margin
     if kind == "ecr":
@@ -116,15 +104,15 @@ def minted_fields(args: argparse.Namespace, kind: str, fields: dict[str, str | i
                                  "both; leave both out to use the default AWS credential chain",
                                  field="access_key_id")
             return ()
-        secret = read_secret(args.secret_access_key_stdin, "secret access key", "secret_access_key",
-                         "--secret-access-key-stdin", f"Secret access key {whose}: ")
+        secret = _read_secret(args.secret_access_key_stdin, "secret access key", "secret_access_key",
+                              "--secret-access-key-stdin", f"Secret access key {whose}: ")
         fields["secret_access_key"] = secret
         return (secret,)
     fields["mode"] = args.mode
     if args.json_key_file is not None:
-        key = read_key_file(args.json_key_file)
+        key = _read_key_file(args.json_key_file)
     elif args.json_key_stdin:
-        key = read_stdin("service-account key", "json_key", strip_newline=False)
+        key = _read_stdin("service-account key", "json_key", strip_newline=False)
     elif had_secret:
         # The stored key is never shown, so the edit cannot keep it unseen.
         raise UsageError(f"the service-account key is write-only: send it again {whose} with --json-key-file "
@@ -132,10 +120,15 @@ def minted_fields(args: argparse.Namespace, kind: str, fields: dict[str, str | i
     else:
         return ()
     fields["json_key"] = key
-    return (key, *private_key(key))
+    return (key, *_private_key(key))
 
 
-def read_key_file(path: str) -> str:
+def password(args: argparse.Namespace, prompt: str) -> str:
+    """A basic credential's password: stdin with --password-stdin, else asked for twice on the terminal."""
+    return _read_secret(args.password_stdin, "password", "password", "--password-stdin", prompt)
+
+
+def _read_key_file(path: str) -> str:
     try:
         with open(path, "rb") as file:
             raw = file.read(MAX_KEY_FILE + 1)
@@ -154,7 +147,7 @@ def read_key_file(path: str) -> str:
                          field="json_key") from None
 
 
-def private_key(key: str) -> tuple[str, ...]:
+def _private_key(key: str) -> tuple[str, ...]:
     # The whole key is scrubbed from messages already; the private key alone
     # as well, should a message ever quote a part of the key.
     try:
@@ -164,9 +157,9 @@ def private_key(key: str) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) and value else ()
 
 
-def read_secret(from_stdin: bool, what: str, field: str, flag: str, prompt: str) -> str:
+def _read_secret(from_stdin: bool, what: str, field: str, flag: str, prompt: str) -> str:
     if from_stdin:
-        return read_stdin(what, field, strip_newline=True)
+        return _read_stdin(what, field, strip_newline=True)
     if not sys.stdin.isatty():
         raise UsageError(f"cannot ask for the {what}: stdin is not a terminal; pipe it in with {flag}",
                          field=field)
@@ -181,7 +174,7 @@ def read_secret(from_stdin: bool, what: str, field: str, flag: str, prompt: str)
     return secret
 
 
-def read_stdin(what: str, field: str, *, strip_newline: bool) -> str:
+def _read_stdin(what: str, field: str, *, strip_newline: bool) -> str:
     raw = sys.stdin.buffer.read()
     try:
         text = raw.decode("utf-8")
@@ -195,53 +188,3 @@ def read_stdin(what: str, field: str, *, strip_newline: bool) -> str:
     if not text if strip_newline else not text.strip():
         raise AdminError(f"the {what} read from stdin is empty", field=field)
     return text
-
-
-# Output
-
-
-def token_fields(token: object) -> list[tuple[str, str]]:
-    # When and how the proxy minted the registry password; the API never
-    # sends the password itself.
-    if not isinstance(token, dict):
-        return [("token", "not minted yet")]
-    failures = token.get("failures")
-    minted = bool(token.get("minted_at"))
-    return [
-        ("minted_at", when(token.get("minted_at"), "never", ago)),
-        # until() says "... ago (expired)": the token no longer works. Without
-        # an expiry (gcr json_key mode) the proxy re-mints after a while anyway.
-        ("expires_at", when(token.get("expires_at"), "no expiry given" if minted else "not minted yet", until)),
-        # A refresh in the past is one the next pull starts.
-        ("next_refresh", when(token.get("next_refresh"), "none planned" if minted else "at the first pull",
-                               lambda _: "due")),
-        ("last_result", text(token.get("last_result"))),
-        ("failures", f"{failures} in a row" if isinstance(failures, int) and failures > 0 else text(failures)),
-        ("mints", text(token.get("mints"))),
-    ]
-
-
-def when(value: object, unset: str, past: Callable[[float], str]) -> str:
-    """An API timestamp and how far away it is: "2026-11-27T20:54:09Z (in 11 h 59 min)"."""
-    if not isinstance(value, str) or not value:
-        return f"- ({unset})"
-    try:
-        stamp = datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        return text(value)
-    return f"{text(value)} ({until(stamp) if stamp >= time.time() else past(stamp)})"
-
-
-def margin(value: object) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return text(value)
-    seconds = f"{value:g} s"
-    return seconds if value < 60 else f"{seconds} ({human_duration(value)})"
-
-
-def text(value: object) -> str:
-    if value is None or value == "":
-        return "-"
-    # Values come from the server and may have been typed by anyone with the
-    # token; escape sequences must not reach the operator's terminal.
-    return "".join(c if c.isprintable() else "?" for c in str(value))

@@ -1,134 +1,65 @@
-"""Command line: ``registry-proxy serve``, and the admin commands from ``proxy.cli.admin``."""
+"""The ``registry-proxy`` command: its argument parser, assembled from the command modules, and dispatch.
+
+``serve`` and ``healthcheck`` run the proxy (``proxy.cli.serve``); every
+other command calls the admin API of a running one. An admin command's
+failure is one line, ``registry-proxy: <message> (field: <field>)``, with
+exit status 1, or 2 when the command line itself is at fault, as argparse
+has it; ^C is status 130. Nothing here imports the server, so the admin
+commands start fast.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import errno
-import logging
-import signal
-import socket
-import ssl
+import os
 import sys
-from pathlib import Path
-
-from aiohttp import web
 
 from proxy import __version__
-from proxy.cli.admin import ADMIN_COMMANDS, add_admin_parsers, run_admin
-from proxy.cli.logs import setup_logging
-from proxy.cli.servertls import CertReloader
-from proxy.config.settings import Settings, SettingsError, load_settings
-from proxy.store.admin_token import AdminTokenError
-from proxy.store.crypto import SecretError
+from proxy.cli.client import DEFAULT_URL, URL_ENV, AdminClient, AdminError, resolve_token
+from proxy.cli.parsing import Handler, common_options
+from proxy.cli.registries import add_registries_parser
+from proxy.cli.serve import SERVER_COMMANDS, add_server_parsers, run_server_command
+from proxy.cli.settings_cmd import add_settings_parser
+from proxy.cli.upstreams import add_upstreams_parser
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-log = logging.getLogger("proxy")
+PROG = "registry-proxy"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ADMIN_COMMANDS:
-        return run_admin(args)
-    if args.command not in ("serve", "healthcheck"):
+    if args.command in SERVER_COMMANDS:
+        return run_server_command(args)
+    if args.command is None:
         parser.print_help()
         return 2
-    try:
-        settings = load_settings(Path(args.config) if args.config else None,
-                                 listen=args.listen, data_dir=args.data_dir)
-    except SettingsError as exc:
-        print(f"registry-proxy: {exc}", file=sys.stderr)
-        return 2
-    if args.command == "healthcheck":
-        return _healthcheck(settings)
-    setup_logging(settings.log_level, settings.log_format)
-    try:
-        asyncio.run(_serve(settings))
-    except (SettingsError, SecretError, AdminTokenError) as exc:
-        print(f"registry-proxy: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return _run_admin(args)
 
 
-def _healthcheck(settings: Settings) -> int:
-    """For container HEALTHCHECKs: reads the same config as serve, so the port and scheme agree."""
-    import urllib.request
-
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.listen_host, settings.listen_host)
-    host = f"[{host}]" if ":" in host else host
-    scheme = "https" if settings.tls else "http"
-    # Whether the process answers, not which certificate it serves.
-    context = ssl._create_unverified_context() if settings.tls else None
-    try:
-        with urllib.request.urlopen(f"{scheme}://{host}:{settings.listen_port}/healthz", timeout=4,
-                                    context=context) as resp:
-            return 0 if resp.status == 200 else 1
-    except OSError as exc:
-        print(f"registry-proxy: not healthy: {exc}", file=sys.stderr)
-        return 1
-
-
-def _bind(settings: Settings) -> socket.socket:
-    try:
-        family = socket.getaddrinfo(settings.listen_host, settings.listen_port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((settings.listen_host, settings.listen_port), family=family, backlog=1024)
-    except OSError as exc:
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise SettingsError(f"Config 'listen' has value '{settings.listen}': {reason}") from None
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="registry-proxy", description="Pull-through proxy for container images.")
-    parser.add_argument("--version", action="version", version=f"registry-proxy {__version__}")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Pull-through proxy for container images.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command")
-    serve = sub.add_parser("serve", help="run the proxy")
-    serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
-    serve.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:5000)")
-    serve.add_argument("--data-dir", help="where state and cache live (default ./data)")
-    check = sub.add_parser("healthcheck", help="exit 0 if the proxy configured like this answers /healthz")
-    for flag in ("--config", "--listen", "--data-dir"):
-        check.add_argument(flag, help=f"as for serve {flag}")
-    add_admin_parsers(sub)
+    add_server_parsers(sub)
+    common = common_options()
+    add_registries_parser(sub, common)
+    add_settings_parser(sub, common)
+    add_upstreams_parser(sub, common)
     return parser
 
 
-async def _serve(settings: Settings) -> None:
-    # Bind before the app starts, so a taken port fails before anything is
-    # created in the data directory.
-    sock = _bind(settings)
-    reloader = None
-    if settings.tls is not None:
-        try:
-            reloader = CertReloader(settings.tls.cert_file, settings.tls.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise SettingsError(f"Config 'tls.cert_file' has value '{settings.tls.cert_file}'. "
-                                f"Cannot load it with tls.key_file: {exc}") from None
-    # Imported here so the admin commands start without loading the server.
-    from proxy.app import create_runner
-
-    runner = create_runner(settings)
-    await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
-    log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__,
-             "https" if reloader else "http", settings.listen, settings.data_dir)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = None
-    if reloader is not None and settings.tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
-        watcher = asyncio.create_task(reloader.watch(settings.tls.reload_interval))
-    else:
-        # SIGHUP means "reload" to operators; without TLS there is nothing
-        # to reload, and it must not kill the process.
-        loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP: nothing to reload without tls"))
-    await stop.wait()
-    log.info("shutting down")
-    if watcher is not None:
-        watcher.cancel()
-    await runner.cleanup()
+def _run_admin(args: argparse.Namespace) -> int:
+    handler: Handler = args.handler
+    try:
+        token = resolve_token(args.token, args.token_file, os.environ)
+        client = AdminClient(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, token)
+        handler(client, args)
+    except AdminError as err:
+        print(f"{PROG}: {err.line()}", file=sys.stderr)
+        return err.exit_status
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return 130
+    return 0

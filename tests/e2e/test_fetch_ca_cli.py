@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from proxy.cli.upstreams import _expiry, _fingerprint
+from proxy.cli.certs import expiry, fingerprint
 
 from .admin import new_token
 from .http import Reply, get
@@ -296,12 +296,12 @@ def test_fingerprint_spellings_and_expiry_marks() -> None:
     digest = hashlib.sha256(b"x").hexdigest()
     for spelling in (digest, digest.upper(), colons(digest), f"sha256:{digest}", f"SHA256:{colons(digest)}",
                      f"SHA256 Fingerprint={colons(digest)}", f" {colons(digest).lower()} "):
-        assert _fingerprint(spelling) == digest
+        assert fingerprint(spelling) == digest
     with pytest.raises(argparse.ArgumentTypeError, match="SHA-1"):
-        _fingerprint(hashlib.sha1(b"x").hexdigest())
+        fingerprint(hashlib.sha1(b"x").hexdigest())
     with pytest.raises(argparse.ArgumentTypeError):
-        _fingerprint(digest[:-1] + "g")
+        fingerprint(digest[:-1] + "g")
     now = datetime.now(UTC)
-    assert _expiry((now - timedelta(days=1)).isoformat()).endswith(" UTC EXPIRED")
-    assert _expiry((now + timedelta(days=1)).isoformat()).endswith(" UTC")
-    assert "NOT YET VALID" in _expiry((now + timedelta(days=9)).isoformat(), (now + timedelta(days=1)).isoformat())
+    assert expiry((now - timedelta(days=1)).isoformat()).endswith(" UTC EXPIRED")
+    assert expiry((now + timedelta(days=1)).isoformat()).endswith(" UTC")
+    assert "NOT YET VALID" in expiry((now + timedelta(days=9)).isoformat(), (now + timedelta(days=1)).isoformat())
