@@ -22,6 +22,7 @@ from typing import Protocol
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.ports import CacheResult, Upstream
 from proxy.reference import Digest, Target
+from proxy.singleflight import SingleFlight
 from proxy.storage.base import Content, ContentKind, DigestMismatch, PartialBlob, Storage
 from proxy.upstream.endpoints import EndpointKind
 
@@ -146,6 +147,8 @@ class BlobService:
         self._upstream = upstream
         self._fetches: dict[Digest, _Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Many requests through one repository need one answer from the upstream, not one each.
+        self._clearances: SingleFlight[tuple[Target, Digest, str], None] = SingleFlight()
         self.joins = 0
 
     @property
@@ -177,7 +180,8 @@ class BlobService:
             fetch = self._fetches.get(digest)
             if fetch is None or fetch.vouches_for(target, access):
                 break
-            await self._authorize(target, digest, access)
+            if await self._storage.blob_access(target, digest) != access:
+                await self._authorize(target, digest, access)
             fetch = self._fetches.get(digest)
             if fetch is not None:
                 break
@@ -198,6 +202,7 @@ class BlobService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._clearances.aclose()
 
     async def _cached_for(self, target: Target, digest: Digest, access: str) -> bool:
         if self._storage.size(ContentKind.BLOB, digest) is None:
@@ -211,6 +216,9 @@ class BlobService:
 
     async def _authorize(self, target: Target, digest: Digest, access: str) -> None:
         """Raises the upstream's refusal unless this repository, with this access, may read the blob."""
+        await self._clearances.do((target, digest, access), lambda: self._clear(target, digest, access))
+
+    async def _clear(self, target: Target, digest: Digest, access: str) -> None:
         async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind=EndpointKind.BLOB):
             pass
         await self._storage.link_blob(target, digest, access)
@@ -237,12 +245,13 @@ class BlobService:
             if expected is not None and written != expected:
                 raise RegistryError(ErrorCode.UNKNOWN,
                                     f"upstream {target.registry} sent {written} of {expected} bytes for {digest}")
+            # Linked first: from the commit on, a request finds the content and must find the link too.
+            await self._storage.link_blob(target, digest, fetch.access)
             try:
                 await fetch.partial.commit()
             except DigestMismatch:
                 raise RegistryError(ErrorCode.DIGEST_INVALID,
                                     f"upstream {target.registry} sent content that does not match {digest}") from None
-            await self._storage.link_blob(target, digest, fetch.access)
             self._fetches.pop(digest, None)
             fetch.finish()
         except BaseException as exc:

@@ -1,0 +1,61 @@
+"""One layer, many names: a blob is downloaded once, whichever repository asks, and served only where it belongs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .http import gather_gets, get
+from .images import build_image, push
+from .proxyproc import ProxyFactory
+from .upstream import Upstream
+
+
+def settled(upstream: Upstream) -> None:
+    """Every request the upstream answered so far is in its access log.
+
+    A request made after them is logged after them, so once it shows up a
+    late line can no longer change a count.
+    """
+    before = upstream.count_requests("GET", "/v2/")
+    upstream.request("GET", "/v2/")
+    assert upstream.wait_requests("GET", "/v2/", at_least=before + 1, timeout=10) == before + 1
+
+
+def test_one_blob_through_two_repository_names_is_fetched_once(plain_upstream: Upstream, oci_layout: Path,
+                                                                 make_proxy: ProxyFactory) -> None:
+    image = build_image(oci_layout, "1", layer_sizes=[8 * 1024 * 1024], uncompressed=True)
+    push(plain_upstream, oci_layout, "1", "org/app")
+    push(plain_upstream, oci_layout, "1", "org/mirror")
+    proxy = make_proxy({"registries": [{"address": "quay.io", "endpoint": plain_upstream.url}]})
+    digest = image.layers[0][0]
+    settled(plain_upstream)
+
+    def heads() -> dict[str, int]:
+        return {repo: plain_upstream.count_requests("HEAD", f"/org/{repo}/blobs/{digest}") for repo in ("app", "mirror")}
+
+    pushed = heads()  # pushing checks for the blob too
+    urls = [f"{proxy.url}/v2/quay.io/org/{repo}/blobs/{digest}" for repo in ("app", "mirror") for _ in range(10)]
+    results = gather_gets(urls)
+
+    assert [r.digest for r in results] == [digest] * 20, [r.error for r in results]
+    settled(plain_upstream)
+    assert plain_upstream.count_requests("GET", f"/blobs/{digest}") == 1
+    # The name that did not start the download was cleared by one HEAD of its own before following it.
+    cleared = {repo: count - pushed[repo] for repo, count in heads().items()}
+    assert sorted(cleared.values()) == [0, 1], cleared
+
+
+def test_a_cached_blob_is_not_served_for_a_repository_that_lacks_it(plain_upstream: Upstream, oci_layout: Path,
+                                                                      make_proxy: ProxyFactory) -> None:
+    image = build_image(oci_layout, "1", layer_sizes=[64 * 1024], uncompressed=True)
+    push(plain_upstream, oci_layout, "1", "org/app")
+    build_image(oci_layout, "2", layer_sizes=[1024], uncompressed=True)
+    push(plain_upstream, oci_layout, "2", "org/other")
+    proxy = make_proxy({"registries": [{"address": "quay.io", "endpoint": plain_upstream.url}]})
+    digest = image.layers[0][0]
+
+    assert get(proxy.host, f"/v2/quay.io/org/app/blobs/{digest}").status == 200
+    refused = get(proxy.host, f"/v2/quay.io/org/other/blobs/{digest}")
+    assert refused.status == 404 and refused.error_codes == ["BLOB_UNKNOWN"]
+    settled(plain_upstream)
+    assert plain_upstream.count_requests("GET", f"/blobs/{digest}") == 1
