@@ -62,9 +62,6 @@ class RegistryStore:
         rows = await self._db.read(lambda c: c.execute("SELECT * FROM registries ORDER BY id").fetchall())
         return [self._record(row) for row in rows]
 
-    async def get(self, record_id: int) -> RegistryRecord:
-        return self._record(await self._db.read(lambda c: self._row(c, record_id)))
-
     async def add(self, *, address: str, email: str, username: str, password: str | None,
                   kind: str = "basic", options: dict[str, Any] | None = None, source: str = "api") -> RegistryRecord:
         def insert(conn: sqlite3.Connection) -> sqlite3.Row:
