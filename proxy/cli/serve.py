@@ -123,8 +123,9 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     watcher = None
     if reloader is not None and settings.tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload(force=True))
-        watcher = asyncio.create_task(reloader.watch(settings.tls.reload_interval))
+        forced = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, forced.set)
+        watcher = asyncio.create_task(reloader.watch(settings.tls.reload_interval, forced))
     else:
         # SIGHUP means "reload" to operators; without TLS there is nothing
         # to reload, and it must not kill the process.
@@ -133,4 +134,5 @@ async def _serve(settings: Settings) -> None:
     log.info("shutting down")
     if watcher is not None:
         watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
     await runner.cleanup()

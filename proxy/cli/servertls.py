@@ -11,6 +11,7 @@ connections carry on untouched either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -68,7 +69,15 @@ class CertReloader:
         log.info("loaded TLS certificate %s", self.cert_file)
         return True
 
-    async def watch(self, interval: float) -> None:
+    async def watch(self, interval: float, forced: asyncio.Event) -> None:
+        """Reload every ``interval``, and at once when ``forced`` is set (SIGHUP).
+
+        Reading the files runs in a thread; the swap itself is one attribute,
+        so a handshake sees the old context or the new one.
+        """
         while True:
-            await asyncio.sleep(interval)
-            self.reload()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(forced.wait(), interval)
+            force = forced.is_set()
+            forced.clear()
+            await asyncio.to_thread(self.reload, force=force)

@@ -132,7 +132,7 @@ class UpstreamClient:
         try:
             base = fallback if fallback is not None and on_plain else endpoint.url
             return await self._request(endpoint, method, URL(base + path, encoded=True),
-                                       headers, params, tls=False if on_plain else self._registry_ssl(endpoint))
+                                       headers, params, tls=False if on_plain else await self._registry_ssl(endpoint))
         except RegistryError as err:
             if fallback is None or on_plain or err.code is ErrorCode.DENIED:
                 raise
@@ -144,8 +144,8 @@ class UpstreamClient:
             self._plain_http[endpoint.registry] = time.monotonic() + PLAIN_HTTP_RECHECK
             return resp
 
-    def _registry_ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
-        return False if endpoint.insecure else self._tls.context(endpoint.tls)
+    async def _registry_ssl(self, endpoint: Endpoint) -> ssl.SSLContext | bool:
+        return False if endpoint.insecure else await self._tls.context(endpoint.tls)
 
     async def _request(self, endpoint: Endpoint, method: str, url: URL, headers: Mapping[str, str],
                        params: Mapping[str, str] | None, *, tls: ssl.SSLContext | bool) -> aiohttp.ClientResponse:
@@ -182,7 +182,7 @@ class UpstreamClient:
             # registry's private CA or client certificate.
             same_host = location.host == URL(endpoint.url).host
             resp = await self._request(endpoint, method, location, hop_headers, None,
-                                       tls=self._registry_ssl(endpoint) if same_host else True)
+                                       tls=await self._registry_ssl(endpoint) if same_host else True)
         if resp.status in _REDIRECTS:
             resp.release()
             raise RegistryError(ErrorCode.UNKNOWN,

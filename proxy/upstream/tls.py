@@ -7,6 +7,7 @@ pooled connections keep working across requests.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -43,22 +44,29 @@ class TlsContexts:
         self._scratch = scratch
         self._contexts: dict[str, ssl.SSLContext] = {}
 
-    def context(self, options: TlsOptions) -> ssl.SSLContext | bool:
-        """What aiohttp's ``ssl=`` takes: True for the default roots, else our context."""
+    async def context(self, options: TlsOptions) -> ssl.SSLContext | bool:
+        """What aiohttp's ``ssl=`` takes: True for the default roots, else our context.
+
+        A new context is built in a thread: loading roots and a client key reads files.
+        """
         if not options.custom:
             return True
         key = options.fingerprint()
         ctx = self._contexts.get(key)
         if ctx is None:
-            ctx = ssl.create_default_context()
-            if options.ca_cert:
-                ctx.load_verify_locations(cadata=options.ca_cert)
-                # A pinned self-signed or leaf certificate is a trust anchor in
-                # its own right, as Python 3.13 makes the default.
-                ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-            if options.client_cert and options.client_key:
-                self._load_client_pair(ctx, options.client_cert, options.client_key)
+            ctx = await asyncio.to_thread(self._build, options)
             self._contexts[key] = ctx
+        return ctx
+
+    def _build(self, options: TlsOptions) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        if options.ca_cert:
+            ctx.load_verify_locations(cadata=options.ca_cert)
+            # A pinned self-signed or leaf certificate is a trust anchor in
+            # its own right, as Python 3.13 makes the default.
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        if options.client_cert and options.client_key:
+            self._load_client_pair(ctx, options.client_cert, options.client_key)
         return ctx
 
     def _load_client_pair(self, ctx: ssl.SSLContext, cert: str, key: str) -> None:
