@@ -6,7 +6,6 @@ import json
 import os
 import stat
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,7 @@ def test_passwords_are_write_only(admin_proxy: tuple[ProxyProcess, Admin]) -> No
 def test_acknowledged_writes_survive_kill_9(admin_proxy: tuple[ProxyProcess, Admin]) -> None:
     proxy, admin = admin_proxy
     acknowledged: list[int] = []
+    twenty_acknowledged = threading.Event()
     stop = threading.Event()
 
     def burst() -> None:
@@ -109,12 +109,12 @@ def test_acknowledged_writes_survive_kill_9(admin_proxy: tuple[ProxyProcess, Adm
                 return
             if reply.status == 201:
                 acknowledged.append(reply.json()["id"])
+                if len(acknowledged) >= 20:
+                    twenty_acknowledged.set()
 
     writer = threading.Thread(target=burst)
     writer.start()
-    deadline = time.monotonic() + 10
-    while len(acknowledged) < 20 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    twenty_acknowledged.wait(10)
     proxy.kill()
     stop.set()
     writer.join(10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from .faults import FaultyUpstream
 from .http import call, concurrent_gets, get
 from .images import build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess
-from .tools import skopeo_ok
+from .scrape import fetches_done, scrape
+from .tools import skopeo_ok, wait_until
 from .upstream import Upstream
 
 FaultFactory = Callable[..., FaultyUpstream]
@@ -40,9 +40,12 @@ def test_concurrent_cold_gets_make_one_upstream_fetch(plain_upstream: Upstream, 
 
     results = concurrent_gets(f"{proxy.url}/v2/quay.io/org/app/blobs/{digest}", 20)
     assert [r.digest for r in results] == [digest] * 20, [r.error for r in results]
+    # Once no fetch is in flight none is left to start late; every upstream
+    # request the proxy made was answered, and counted, before its client was.
+    wait_until(lambda: fetches_done(proxy), what="the fetch to end")
+    assert cached_files(proxy, digest)
+    assert scrape(proxy)("registry_proxy_upstream_request_duration_seconds_count", registry="quay.io") == 1
     assert plain_upstream.wait_requests("GET", f"/blobs/{digest}") == 1
-    time.sleep(0.3)  # a late second fetch would be logged by now
-    assert plain_upstream.count_requests("GET", f"/blobs/{digest}") == 1
 
 
 def test_joined_clients_stream_while_the_one_fetch_runs(make_faulty_upstream: FaultFactory,
@@ -130,7 +133,7 @@ def test_range_requests_on_cached_blobs_and_on_a_miss(make_faulty_upstream: Faul
     miss = call(proxy.host, "GET", path, {"Range": "bytes=100000-100099"})
     assert miss.status == 206 and miss.body == fake.layer_bytes[100000:100100]
     assert miss.headers["content-range"] == f"bytes 100000-100099/{fake.layer_size}"
-    time.sleep(0.5)  # let the fill finish
+    wait_until(lambda: fetches_done(proxy), what="the fill to finish")
     hit = call(proxy.host, "GET", path, {"Range": "bytes=-10"})
     assert hit.status == 206 and hit.body == fake.layer_bytes[-10:]
     assert hit.headers["x-registry-proxy-cache"] == "hit"
@@ -146,31 +149,32 @@ def test_tags_revalidate_with_head_and_fall_back_to_stale(plain_upstream: Upstre
                                                           make_proxy: ProxyFactory, tmp_path: Path) -> None:
     first = build_image(oci_layout, "1", layer_sizes=[1000])
     push(plain_upstream, oci_layout, "1", "org/app")
-    proxy = make_proxy({"cache": {"tag_ttl": "1s", "max_stale": "1h"},
-                        "registries": [{"address": "quay.io", "endpoint": plain_upstream.url}]})
-    strict = make_proxy({"cache": {"tag_ttl": "1s", "max_stale": "0s"},
-                         "registries": [{"address": "quay.io", "endpoint": plain_upstream.url}]}, name="strict")
+    registries = [{"address": "quay.io", "endpoint": plain_upstream.url}]
+    # Within tag_ttl a tag is served from the cache; a tag_ttl of 0 s finds it
+    # due for revalidation on every request, so no test waits out a TTL.
+    trusting = make_proxy({"cache": {"tag_ttl": "1h"}, "registries": registries}, name="trusting")
+    proxy = make_proxy({"cache": {"tag_ttl": "0s", "max_stale": "1h"}, "registries": registries})
+    strict = make_proxy({"cache": {"tag_ttl": "0s", "max_stale": "0s"}, "registries": registries}, name="strict")
     path = "/v2/quay.io/org/app/manifests/1"
+    assert get(trusting.host, path).headers["x-registry-proxy-cache"] == "miss"
+    assert get(trusting.host, path).headers["x-registry-proxy-cache"] == "hit"
     assert get(proxy.host, path).headers["x-registry-proxy-cache"] == "miss"
     assert get(strict.host, path).status == 200
-    assert get(proxy.host, path).headers["x-registry-proxy-cache"] == "hit"
 
-    time.sleep(1.1)
-    gets = plain_upstream.count_requests("GET", "/manifests/1")
+    gets = plain_upstream.wait_requests("GET", "/manifests/1", at_least=3)  # one miss per proxy
     revalidated = get(proxy.host, path)
     assert revalidated.headers["x-registry-proxy-cache"] == "revalidated"
-    assert plain_upstream.count_requests("GET", "/manifests/1") == gets
     assert plain_upstream.wait_requests("HEAD", "/manifests/1") >= 1
+    assert plain_upstream.count_requests("GET", "/manifests/1") == gets
 
     second = build_image(oci_layout, "1", layer_sizes=[2000])
     push(plain_upstream, oci_layout, "1", "org/app")
-    time.sleep(1.1)
     assert get(proxy.host, path).body == second.manifest_bytes != first.manifest_bytes
+    assert get(trusting.host, path).body == first.manifest_bytes  # still within its tag_ttl
     skopeo_ok("copy", "--src-tls-verify=false", "--src-no-creds", f"docker://{proxy.host}/quay.io/org/app:1",
               f"dir:{tmp_path / 'warm'}")
 
     plain_upstream.stop()
-    time.sleep(1.1)
     stale = get(proxy.host, path)
     assert stale.status == 200 and stale.body == second.manifest_bytes
     assert stale.headers["x-registry-proxy-cache"] == "stale"

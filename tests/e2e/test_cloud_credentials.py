@@ -6,6 +6,7 @@ import json
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,11 +15,15 @@ from .cloud import AWS_ISOLATION, ECR, GAR, FakeEcr, google_account
 from .http import gather_gets, get
 from .proxyproc import ProxyFactory, ProxyProcess
 from .tokenserver import TokenServer
+from .tools import wait_until
 from .upstream import Upstream
 
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/" + secrets.token_urlsafe(12)
 
-
+# The renewal policy itself (when, backoff, sharing) is unit-tested with a
+# clock of its own in tests/unit/test_minting.py. Here each test proves the
+# wiring with a real process, on tokens of a few seconds: the proxy's clock
+# is the real one, so the tests wait for the times the proxy itself reports.
 
 
 def start(make_proxy: ProxyFactory, upstream: Upstream, address: str) -> tuple[ProxyProcess, Admin]:
@@ -32,6 +37,17 @@ def ecr_fixture(short_tokens: TokenServer, lifetime: float) -> FakeEcr:
     return FakeEcr(lambda password, _expires: short_tokens.set_login("AWS", password), lifetime=lifetime)
 
 
+def minted(proxy: ProxyProcess, admin: Admin) -> dict[str, Any]:
+    """The proxy's own account of the ECR token: minted_at, expires_at and next_refresh in epoch seconds."""
+    status = get(proxy.host, "/status.json", Authorization=f"Bearer {admin.token}").json()
+    [row] = [r for r in status["environments"][0]["registries"] if r["address"] == ECR]
+    return dict(row["token"])
+
+
+def wait_past(stamp: float, what: str) -> None:
+    wait_until(lambda: time.time() > stamp, timeout=max(0.0, stamp - time.time()) + 5, what=what)
+
+
 def add_ecr(admin: Admin, fake: FakeEcr, **extra: object) -> dict[str, object]:
     reply = admin.call("POST", "/registries", {"address": ECR, "kind": "ecr", "access_key_id": fake.access_key_id,
                                                "secret_access_key": SECRET_KEY, "aws_endpoint_url": fake.url,
@@ -42,22 +58,29 @@ def add_ecr(admin: Admin, fake: FakeEcr, **extra: object) -> dict[str, object]:
 
 def test_ecr_token_is_minted_and_renewed_before_it_expires(registry: Upstream, short_tokens: TokenServer,
                                                            make_proxy: ProxyFactory) -> None:
-    fake = ecr_fixture(short_tokens, lifetime=4)
+    issued: list[tuple[float, float]] = []  # (when, expires) of each ECR password
+
+    def on_mint(password: str, expires: float) -> None:
+        issued.append((time.time(), expires))
+        short_tokens.set_login("AWS", password)
+
+    fake = FakeEcr(on_mint, lifetime=2)
     try:
         proxy, admin = start(make_proxy, registry, ECR)
-        cred = add_ecr(admin, fake)
+        cred = add_ecr(admin, fake, renew_margin=1)
         path = f"/v2/{ECR}/private/app/manifests/1"
         assert get(proxy.host, path).status == 200
         assert fake.mints == 1
         assert fake.calls[0]["body"] == {"registryIds": ["123456789012"]}
         assert fake.calls[0]["signed_by"] == fake.access_key_id
 
-        time.sleep(3.3)  # past three quarters of the lifetime, before the end
+        token = minted(proxy, admin)
+        assert token["minted_at"] < token["next_refresh"] < token["expires_at"]
+        wait_past(token["next_refresh"], "the renewal to be due")
         assert get(proxy.host, path).status == 200  # with the current token, renewal starts behind it
-        deadline = time.monotonic() + 5
-        while fake.mints < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: fake.mints >= 2, timeout=5, what="the renewal")
         assert fake.mints == 2
+        assert issued[1][0] < issued[0][1], "renewed only after the first password had expired"
         # The registry now accepts only the new password, and the pull uses it.
         assert get(proxy.host, path).status == 200
 
@@ -73,18 +96,20 @@ def test_ecr_token_is_minted_and_renewed_before_it_expires(registry: Upstream, s
 
 def test_fifty_concurrent_pulls_around_expiry_share_one_mint(registry: Upstream, short_tokens: TokenServer,
                                                              make_proxy: ProxyFactory) -> None:
-    fake = ecr_fixture(short_tokens, lifetime=8)
+    fake = ecr_fixture(short_tokens, lifetime=2)
     try:
         proxy, admin = start(make_proxy, registry, ECR)
-        add_ecr(admin, fake)
+        cred = add_ecr(admin, fake, renew_margin=1)
         assert get(proxy.host, f"/v2/{ECR}/private/app/manifests/1").status == 200
-        time.sleep(6.3)  # due for renewal
+        wait_past(minted(proxy, admin)["next_refresh"], "the renewal to be due")
         before = fake.mints
         # Fifty different requests, so only the credential is shared between them.
         urls = [f"{proxy.url}/v2/{ECR}/private/app/blobs/sha256:{secrets.token_hex(32)}" for _ in range(50)]
         results = gather_gets(urls)
         assert all(r.status == 404 for r in results), [r.status for r in results]
-        time.sleep(1.0)  # the renewal runs behind the pulls
+        # The renewal runs behind the pulls: count once the proxy has it.
+        wait_until(lambda: admin.ok("GET", f"/registries/{cred['id']}")["token"]["mints"] > before,
+                   timeout=5, what="the renewal")
         assert fake.mints - before == 1
     finally:
         fake.stop()
@@ -92,30 +117,33 @@ def test_fifty_concurrent_pulls_around_expiry_share_one_mint(registry: Upstream,
 
 def test_failing_mint_keeps_the_last_token_until_it_expires(registry: Upstream, short_tokens: TokenServer,
                                                             make_proxy: ProxyFactory) -> None:
-    fake = ecr_fixture(short_tokens, lifetime=8)
+    fake = ecr_fixture(short_tokens, lifetime=3)
     try:
         proxy, admin = start(make_proxy, registry, ECR)
-        # A margin of 6 s: renewal is due 2 s after minting.
-        cred = add_ecr(admin, fake, renew_margin=6)
+        # A margin of half the lifetime: renewal is due 1.5 s after minting, 1.5 s before expiry.
+        cred = add_ecr(admin, fake, renew_margin=1.5)
         path = f"/v2/{ECR}/private/app/manifests/1"
-        minted_at = time.monotonic()
         assert get(proxy.host, path).status == 200
+        token = minted(proxy, admin)
         fake.fail = True
-        time.sleep(2.3)
+        wait_past(token["next_refresh"], "the renewal to be due")
         assert get(proxy.host, path).status == 200  # renewal due; it fails behind this pull
-        deadline = time.monotonic() + 5
-        while admin.ok("GET", f"/registries/{cred['id']}")["token"]["failures"] == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        token = admin.ok("GET", f"/registries/{cred['id']}")["token"]
-        assert token["failures"] >= 1 and token["last_result"].startswith("failed: ECR GetAuthorizationToken")
-        assert SECRET_KEY not in token["last_result"]
+        def view() -> dict[str, Any]:
+            return dict(admin.ok("GET", f"/registries/{cred['id']}")["token"])
+
+        wait_until(lambda: view()["failures"] >= 1, timeout=5, what="the failed renewal")
+        failed = view()
+        assert failed["failures"] >= 1 and failed["last_result"].startswith("failed: ECR GetAuthorizationToken")
+        assert SECRET_KEY not in failed["last_result"]
+        assert time.time() < token["expires_at"], "too slow to see the last token still in use"
         assert get(proxy.host, path).status == 200  # still the last good token
 
-        time.sleep(max(0.0, minted_at + 8.3 - time.monotonic()))
+        wait_past(token["expires_at"], "the last token to expire")
         short_tokens.set_login("AWS", None)  # expired: ECR refuses it now
         reply = get(proxy.host, path)
         assert reply.status == 401 and reply.error_codes == ["UNAUTHORIZED"]
-        assert ECR in reply.error_message
+        # The proxy knew the token had expired and said why, rather than sending it.
+        assert ECR in reply.error_message and "GetAuthorizationToken" in reply.error_message
     finally:
         fake.stop()
 

@@ -18,52 +18,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .admin import new_token
 from .cloud import AWS_ISOLATION, ECR, FakeEcr
 from .http import Reply, call, get
 from .images import ImageInfo, build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess
+from .scrape import Key, Scrape, scrape
 from .tokenserver import TokenServer
+from .tools import wait_until
 from .upstream import MANIFEST_ACCEPT, Upstream
 
 BROKEN_ECR = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/" + secrets.token_urlsafe(12)
-
-Key = tuple[str, tuple[tuple[str, str], ...]]
-
-
-class Scrape:
-    """One parsed /metrics answer: sample values by (name, labels), and each family's type."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.values: dict[Key, float] = {}
-        self.types: dict[str, str] = {}
-        for family in text_string_to_metric_families(text):
-            self.types[family.name] = family.type
-            for sample in family.samples:
-                self.values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-
-    def __call__(self, name: str, **labels: str) -> float:
-        """A sample's value; 0 for a labelled series not created yet (as PromQL's `or vector(0)`)."""
-        return self.values.get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def has(self, name: str, **labels: str) -> bool:
-        return (name, tuple(sorted(labels.items()))) in self.values
-
-    def label_values(self, label: str) -> set[str]:
-        return {value for _, labels in self.values for key, value in labels if key == label}
-
-
-def scrape(proxy: ProxyProcess, token: str | None = None) -> Scrape:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    reply = get(proxy.host, "/metrics", **headers)
-    assert reply.status == 200, reply.body[:300]
-    assert reply.headers["content-type"].startswith("text/plain; version="), reply.headers
-    return Scrape(reply.body.decode())
-
 
 def mapped(address: str, upstream: Upstream, **config: Any) -> dict[str, Any]:
     return {"registries": [{"address": address, "endpoint": upstream.url}], **config}
@@ -148,8 +115,9 @@ def test_whitelist_denials_and_stale_serves_are_counted(plain_upstream: Upstream
     image = build_image(oci_layout, "1")
     push(plain_upstream, oci_layout, "1", "org/app")
     token = new_token()
+    # A tag_ttl of 0 s: the tag is due for revalidation at once, so nothing waits out a TTL.
     proxy = make_proxy(mapped("quay.io", plain_upstream, settings={"registry.whitelist": "quay.io"},
-                              cache={"tag_ttl": "1s", "max_stale": "1h"}),
+                              cache={"tag_ttl": "0s", "max_stale": "1h"}),
                        env={"REGISTRY_PROXY_ADMIN_TOKEN": token})
     pull(proxy, "quay.io/org/app", "1", image)
 
@@ -167,8 +135,7 @@ def test_whitelist_denials_and_stale_serves_are_counted(plain_upstream: Upstream
     assert after_denials("registry_proxy_requests_total", registry="other", endpoint="blob", status_class="4xx") == 1
     assert after_denials("registry_proxy_stale_serves_total", registry="quay.io") == 0
 
-    plain_upstream.stop()
-    time.sleep(1.2)  # past tag_ttl: the tag must be revalidated, and the upstream is gone
+    plain_upstream.stop()  # the tag must be revalidated, and the upstream is gone
     stale = get(proxy.host, "/v2/quay.io/org/app/manifests/1", Accept=MANIFEST_ACCEPT)
     assert stale.status == 200 and stale.headers["x-registry-proxy-cache"] == "stale"
     after_stale = scrape(proxy)
@@ -332,7 +299,8 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
         page = get(proxy.host, "/", Authorization=f"Basic {basic}")
         status = get(proxy.host, "/status.json", Authorization=f"Bearer {admin_token}")
         assert page.status == 200 and status.status == 200
-        time.sleep(0.2)  # the access log line follows the response
+        # The access log line follows the response; the last secret-bearing request's line comes last.
+        wait_until(lambda: '"GET /status.json"' in proxy.log_text(), what="the access log line of /status.json")
         seen = {"/": page.body.decode(), "/status.json": status.body.decode(), "/metrics": scrape(proxy).text,
                 "log": proxy.log_text()}
         secrets_used = {
@@ -421,7 +389,7 @@ def test_access_log_has_one_line_per_request(plain_upstream: Upstream, oci_layou
 def test_json_log_format_writes_json_lines(make_proxy: ProxyFactory) -> None:
     proxy = make_proxy({"log": {"format": "json"}})
     assert get(proxy.host, "/healthz").status == 200
-    time.sleep(0.2)
+    wait_until(lambda: "/healthz" in proxy.log_text(), what="the access log line of /healthz")
     lines = [line for line in proxy.log_text().splitlines() if line.strip()]
     assert lines
     for line in lines:

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from .admin import Admin, new_token
 from .http import get
 from .images import build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess
-from .tools import skopeo_ok
+from .tools import skopeo_ok, wait_until
 from .upstream import Upstream
 
 UpstreamFactory = Callable[..., Upstream]
@@ -158,14 +157,11 @@ def test_rotated_certificate_is_served_to_new_connections(make_proxy: ProxyFacto
     # keep serving the old one.
     _, new_cert, new_key = _server_pair(tmp_path, "next")
     cert_file.write_bytes(new_cert.read_bytes())
-    time.sleep(1.0)
+    wait_until(lambda: "keeping the current TLS certificate" in proxy.log_text(), what="a reload of the mismatched pair")
     assert _presented(proxy.host) == first
-    assert "keeping the current TLS certificate" in proxy.log_text()
     key_file.write_bytes(new_key.read_bytes())
-    deadline = time.monotonic() + 10
-    while _presented(proxy.host) == first and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _presented(proxy.host) == ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+    rotated = ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+    wait_until(lambda: _presented(proxy.host) == rotated, what="the rotated certificate")
     # The connection opened before the rotation carries on.
     kept.request("GET", "/v2/")
     assert kept.getresponse().read() == b"{}"
@@ -178,10 +174,10 @@ def test_sighup_reloads_the_certificate(make_proxy: ProxyFactory, tmp_path: Path
     _, new_cert, new_key = _server_pair(tmp_path, "next")
     key_file.write_bytes(new_key.read_bytes())
     cert_file.write_bytes(new_cert.read_bytes())
-    time.sleep(0.2)
-    assert _presented(proxy.host) != ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+    rotated = ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+    # reload_interval is an hour: until the signal nothing looks at the files.
+    assert _presented(proxy.host) != rotated
+    assert "loaded TLS certificate" not in proxy.log_text()
     os.kill(proxy.pid, signal.SIGHUP)
-    deadline = time.monotonic() + 5
-    while _presented(proxy.host) != ssl.PEM_cert_to_DER_cert(new_cert.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _presented(proxy.host) == ssl.PEM_cert_to_DER_cert(new_cert.read_text())
+    wait_until(lambda: "loaded TLS certificate" in proxy.log_text(), timeout=5, what="the reload SIGHUP asks for")
+    assert _presented(proxy.host) == rotated

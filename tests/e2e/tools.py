@@ -11,13 +11,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 LOCALHOST = "127.0.0.1"
+
+T = TypeVar("T")
 
 
 def require_binary(name: str) -> str:
@@ -101,6 +103,22 @@ def wait_http(
             pytest.fail(f"{url} not ready after {timeout}s ({last})\n{tail}")
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def wait_until(condition: Callable[[], T], *, timeout: float = 10, what: str = "the condition") -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail naming `what` after `timeout`.
+
+    The way to wait for something another process does: for the condition
+    that proves it happened, never for a fixed time.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return value
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:

@@ -42,8 +42,12 @@ def manager(lifetime: float | None = 3600.0, margin: float | None = None) -> tup
 
 
 async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    """Wait for the renewals running behind the pulls; returns at once when none was started.
+
+    Nothing else runs on the test's loop, so every other task is one of them.
+    """
+    behind = asyncio.all_tasks() - {asyncio.current_task()}
+    await asyncio.wait_for(asyncio.gather(*behind), timeout=5)
 
 
 async def test_renews_in_the_last_quarter_behind_the_pull() -> None:
@@ -70,6 +74,17 @@ async def test_margin_overrides_the_quarter() -> None:
     await creds.get("k")
     await settle()
     assert minter.calls == 2
+
+
+async def test_concurrent_gets_that_find_it_due_share_one_renewal_behind_them() -> None:
+    creds, minter, clock = manager()
+    await creds.get("k")
+    clock.now += 2800  # 800 s left of 3600: due
+    results = await asyncio.gather(*(creds.get("k") for _ in range(50)))
+    assert {r.password for r in results} == {"password-1"}  # none waited for the mint
+    await settle()
+    assert minter.calls == 2
+    assert (await creds.get("k")).password == "password-2"
 
 
 async def test_concurrent_gets_without_a_token_share_one_mint() -> None:
