@@ -1,7 +1,11 @@
 """Answer registry challenges: Basic with stored credentials, Bearer with tokens.
 
 Challenges are remembered per registry, so after the first 401 requests carry
-credentials up front. Tokens are cached per (registry, credential, scope).
+credentials up front. Tokens are cached per (registry, credential, scope): a
+scope names one repository, so a proxy serving many repositories keeps adding
+keys. Expired tokens are therefore swept out whenever the cache has doubled
+since the last sweep, which keeps it proportional to the live tokens at an
+amortised O(1) per token fetched.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_LIFETIME = 60.0
 MAX_TOKEN_RESPONSE = 1024 * 1024
+# Below this many cached tokens no sweep is worth its walk over the cache.
+MIN_SWEEP = 64
 _TokenKey = tuple[str, str, str]
 
 
@@ -40,10 +47,12 @@ class _Token:
 
 
 class Authenticator:
-    def __init__(self, pools: Pools) -> None:
+    def __init__(self, pools: Pools, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._pools = pools
+        self._clock = clock
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[_TokenKey, _Token] = {}
+        self._sweep_at = MIN_SWEEP
         self._fetches: SingleFlight[_TokenKey, _Token] = SingleFlight()
 
     def remember(self, registry: str, challenges: list[Challenge]) -> bool:
@@ -66,7 +75,7 @@ class Authenticator:
             return _basic(creds) if creds else None
         key = (endpoint.registry, creds.id if creds else "", scope)
         token = self._tokens.get(key)
-        if token is None or token.expires_at <= time.monotonic():
+        if token is None or token.expires_at <= self._clock():
             token = await self._fetches.do(key, lambda: self._fetch(endpoint, challenge, creds, scope, key))
         return f"Bearer {token.value}"
 
@@ -113,9 +122,16 @@ class Authenticator:
         if not isinstance(value, str) or not value:
             raise RegistryError(ErrorCode.UNKNOWN, f"token server of {endpoint.registry} sent no token")
         # Renew a little early so a token never expires between check and use.
-        token = _Token(value, time.monotonic() + max(lifetime * 0.9, 1.0))
-        self._tokens[key] = token
+        token = _Token(value, self._clock() + max(lifetime * 0.9, 1.0))
+        self._keep(key, token)
         return token
+
+    def _keep(self, key: _TokenKey, token: _Token) -> None:
+        if len(self._tokens) >= self._sweep_at:
+            now = self._clock()
+            self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
+            self._sweep_at = max(2 * len(self._tokens), MIN_SWEEP)
+        self._tokens[key] = token
 
     @staticmethod
     def _may_receive_credentials(endpoint: Endpoint, realm: URL) -> bool:
