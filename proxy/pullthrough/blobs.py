@@ -207,6 +207,10 @@ class BlobService:
     async def _cached_for(self, target: Target, digest: Digest, access: str) -> bool:
         if self._storage.size(ContentKind.BLOB, digest) is None:
             return False
+        fetch = self._fetches.get(digest)
+        if fetch is not None and fetch.vouches_for(target, access):
+            # Committed a moment ago by this repository's own download, which links it next.
+            return True
         if await self._storage.blob_access(target, digest) != access:
             # The content is here, but was seen for another repository or with
             # other credentials. Whether it may be served now is for the
@@ -245,13 +249,12 @@ class BlobService:
             if expected is not None and written != expected:
                 raise RegistryError(ErrorCode.UNKNOWN,
                                     f"upstream {target.registry} sent {written} of {expected} bytes for {digest}")
-            # Linked first: from the commit on, a request finds the content and must find the link too.
-            await self._storage.link_blob(target, digest, fetch.access)
             try:
                 await fetch.partial.commit()
             except DigestMismatch:
                 raise RegistryError(ErrorCode.DIGEST_INVALID,
                                     f"upstream {target.registry} sent content that does not match {digest}") from None
+            await self._storage.link_blob(target, digest, fetch.access)
             self._fetches.pop(digest, None)
             fetch.finish()
         except BaseException as exc:
