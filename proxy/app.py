@@ -113,5 +113,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Downloads first: they still write to the cache and read from the pools.
         await services.blobs.aclose()
         await services.manifests.aclose()
+        await upstream.aclose()
         await pools.close()
         await storage.close()

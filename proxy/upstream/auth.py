@@ -64,6 +64,10 @@ class Authenticator:
                     return True
         return False
 
+    async def aclose(self) -> None:
+        """Stop token requests in flight."""
+        await self._fetches.aclose()
+
     def forget_token(self, endpoint: Endpoint, creds: Credentials | None, scope: str) -> None:
         self._tokens.pop((endpoint.registry, creds.id if creds else "", scope), None)
 

@@ -48,6 +48,9 @@ class UpstreamClient:
         # to keep going there directly.
         self._plain_http: dict[str, float] = {}
 
+    async def aclose(self) -> None:
+        await self._auth.aclose()
+
     def access_key(self, registry: str) -> str:
         """Which access requests to this registry have now: a credential id, or "" for none."""
         return self.registries.credential_id(registry)
