@@ -14,12 +14,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from proxy.api.admin_input import check_address, check_whitelist, read_body
+from proxy.api.admin_input import read_body
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.auth import has_admin_token
 from proxy.api.openapi import OPENAPI
 from proxy.api.state import LIVE
-from proxy.credentials.kinds import ALL_FIELDS, FIELD_TYPES, KindError, parse_credential, parse_edit
+from proxy.config.runtime import setting_body
+from proxy.credentials.fields import CREDENTIAL, CREDENTIAL_EDIT
+from proxy.credentials.kinds import parse_credential, parse_edit
+from proxy.credentials.schema import FieldError
 from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
 from proxy.store.credentials import ManagedByConfig, NotFound, RegistryRecord
@@ -93,11 +96,11 @@ async def list_registries(request: web.Request) -> web.Response:
 
 
 async def add_registry(request: web.Request) -> web.Response:
-    body = await read_body(request, allowed=ALL_FIELDS, required=("address",), types=FIELD_TYPES)
-    address = check_address(body["address"])
+    body = await read_body(request, CREDENTIAL)
+    address = body["address"]
     try:
         given = parse_credential(body, address=address)
-    except KindError as exc:
+    except FieldError as exc:
         raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
     live = request.config_dict[LIVE]
     record = await live.change(lambda: live.registries.add(
@@ -115,13 +118,13 @@ async def show_registry(request: web.Request) -> web.Response:
 async def edit_registry(request: web.Request) -> web.Response:
     live = request.config_dict[LIVE]
     record = _find(live, request)
-    body = await read_body(request, allowed=ALL_FIELDS, required=(), types=FIELD_TYPES)
-    if "address" in body and check_address(body["address"]) != record.address:
+    body = await read_body(request, CREDENTIAL_EDIT)
+    if "address" in body and body["address"] != record.address:
         raise ApiError(ApiErrorCode.INVALID, "the address of a credential cannot change: delete this credential "
                        "and add a new one for the new address", field="address")
     try:
         given = parse_edit(record, body)
-    except KindError as exc:
+    except FieldError as exc:
         raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
     updated = await _write(live, lambda: live.registries.update(
         record.id, email=given.email, username=given.username, password=given.secret, options=given.options))
@@ -204,15 +207,8 @@ async def show_setting(request: web.Request) -> web.Response:
 
 async def set_setting(request: web.Request) -> web.Response:
     name = _setting_name(request)
-    body = await read_body(request, allowed=("value",), required=("value",))
+    value = (await read_body(request, setting_body(name)))["value"]
     live = request.config_dict[LIVE]
-    if name == "registry.default":
-        try:
-            value = check_address(body["value"].strip())
-        except ApiError as err:
-            raise ApiError(err.code, err.message, field="value") from None
-    else:
-        value = check_whitelist(body["value"])
     setting = await live.change(lambda: live.settings.set(name, value))
     answer = _setting(setting)
     policy = live.policy

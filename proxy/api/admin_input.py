@@ -1,4 +1,11 @@
-"""Validate admin API request bodies; every error names its field."""
+"""Read admin API request bodies against the declared fields; every error names its field.
+
+The fields are declared once (proxy.credentials.fields, proxy.config.connection,
+proxy.config.runtime); the OpenAPI document is rendered from the same
+declarations. Errors come in the order a reader fixes them: unknown or
+mistyped fields in body order, then missing ones, then values in the
+declared order.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +14,20 @@ from typing import Any
 
 from aiohttp import web
 
+from proxy.credentials.fields import ADDRESS_FIELD
+from proxy.credentials.schema import FieldError, Group, Invalid
 from proxy.errors import ApiError, ApiErrorCode
-from proxy.reference import InvalidReference, parse_address
 
-__all__ = ["check_address", "check_whitelist", "read_body"]
+__all__ = ["check_address", "check_body", "read_body"]
 
 # Large enough for a CA bundle in an upstream's ca_cert.
 MAX_BODY = 1024 * 1024
 
+_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null", int: "a number", float: "a number"}
 
-async def read_body(request: web.Request, *, allowed: tuple[str, ...], required: tuple[str, ...],
-                    types: dict[str, tuple[type, ...]] | None = None) -> dict[str, Any]:
-    """A JSON object with only ``allowed`` keys, all ``required`` present.
 
-    Values are strings unless ``types`` says otherwise for a key.
-    """
+async def read_body(request: web.Request, fields: Group) -> dict[str, Any]:
+    """A JSON object of ``fields``, each value read by its type."""
     if request.content_type != "application/json":
         raise ApiError(ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
     raw = await request.content.read(MAX_BODY + 1)
@@ -33,37 +39,41 @@ async def read_body(request: web.Request, *, allowed: tuple[str, ...], required:
         raise ApiError(ApiErrorCode.INVALID, f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise ApiError(ApiErrorCode.INVALID, "body must be a JSON object")
+    try:
+        return check_body(body, fields)
+    except FieldError as exc:
+        raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
+
+
+def check_body(body: dict[str, Any], fields: Group) -> dict[str, Any]:
+    declared = {f.name: f for f in fields.fields}
     for key, value in body.items():
-        if key not in allowed:
-            raise ApiError(ApiErrorCode.INVALID, f"unknown field {key!r}; allowed: {', '.join(allowed)}", field=key)
-        expected = (types or {}).get(key, (str,))
+        field = declared.get(key)
+        if field is None:
+            raise FieldError(f"unknown field {key!r}; allowed: {', '.join(declared)}", key)
+        expected = field.type.json_types + ((type(None),) if field.nullable else ())
         if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
             names = " or ".join(dict.fromkeys(_JSON_NAMES[t] for t in expected))
-            raise ApiError(ApiErrorCode.INVALID, f"{key} must be {names}, not {_json_type(value)}", field=key)
-    for key in required:
-        if key not in body:
-            raise ApiError(ApiErrorCode.INVALID, f"{key} is required", field=key)
-    return body
+            raise FieldError(f"{key} must be {names}, not {_json_type(value)}", key)
+    for field in fields.fields:
+        if field.required and field.name not in body:
+            raise FieldError(f"{field.name} is required", field.name)
+    checked = dict(body)
+    for field in fields.fields:
+        if checked.get(field.name) is not None:
+            try:
+                checked[field.name] = field.type.from_json(checked[field.name], field.name)
+            except Invalid as exc:
+                raise FieldError(str(exc), field.name) from None
+    return checked
 
 
 def check_address(value: str) -> str:
+    """A registry address from a URL path, refused as the address field of a body would be."""
     try:
-        return parse_address(value)
-    except InvalidReference as exc:
-        raise ApiError(ApiErrorCode.INVALID, str(exc), field="address") from None
-
-
-def check_whitelist(value: str) -> str:
-    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
-    for entry in entries:
-        try:
-            parse_address(entry)
-        except InvalidReference as exc:
-            raise ApiError(ApiErrorCode.INVALID, f"whitelist entry {entry!r}: {exc}", field="value") from None
-    return ", ".join(entries)
-
-
-_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null", int: "a number", float: "a number"}
+        return str(ADDRESS_FIELD.type.from_json(value, ADDRESS_FIELD.name))
+    except Invalid as exc:
+        raise ApiError(ApiErrorCode.INVALID, str(exc), field=ADDRESS_FIELD.name) from None
 
 
 def _json_type(value: Any) -> str:

@@ -8,7 +8,6 @@ daemon anywhere restarts.
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +15,7 @@ from aiohttp import web
 
 from proxy.api.admin_input import check_address, read_body
 from proxy.api.state import LIVE
+from proxy.config.connection import UPSTREAM_CHANGE
 from proxy.credentials.certs import check_client_pair, parse_bundle
 from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
@@ -23,12 +23,6 @@ from proxy.store.upstreams import UpstreamRecord
 from proxy.upstream.tls import presented_chain
 
 __all__ = ["setup_upstream_routes"]
-
-_FIELDS = ("endpoint", "insecure", "ca_cert", "client_cert", "client_key")
-_TYPES: dict[str, tuple[type, ...]] = {"endpoint": (str, type(None)), "insecure": (bool, type(None)),
-                                       "ca_cert": (str, type(None)), "client_cert": (str, type(None)),
-                                       "client_key": (str, type(None))}
-_ENDPOINT = re.compile(r"https?://[^/\s?#@]+/?")
 
 
 def setup_upstream_routes(app: web.Application) -> None:
@@ -55,10 +49,11 @@ async def change_upstream(request: web.Request) -> web.Response:
     live = request.config_dict[LIVE]
     address = _address(request)
     _refuse_config(live, address)
-    body = await read_body(request, allowed=_FIELDS, required=(), types=_TYPES)
+    # Endpoint and certificates are checked as read; only certificate blocks are kept.
+    body = await read_body(request, UPSTREAM_CHANGE)
     current = live.upstream_records.get(address) or UpstreamRecord(address)
     merged = replace(current, source="api", **{k: v for k, v in body.items()})
-    merged = _validated(replace(merged, insecure=bool(merged.insecure)))
+    merged = _check_pair(replace(merged, insecure=bool(merged.insecure)))
     await live.change(lambda: live.upstreams.put(merged))
     return web.json_response(_view(live, live.upstream_records[address]))
 
@@ -98,26 +93,8 @@ def _refuse_config(live: LiveState, address: str) -> None:
                        "there and restart", field="address")
 
 
-def _validated(record: UpstreamRecord) -> UpstreamRecord:
-    """The record with certificates re-encoded: only certificate blocks are kept.
-
-    A PEM file holding a certificate and its key would otherwise store the
-    key in a field that is shown back.
-    """
-    if record.endpoint is not None and not _ENDPOINT.fullmatch(record.endpoint):
-        raise ApiError(ApiErrorCode.INVALID, "endpoint must be a URL such as https://host:port, without a path "
-                       "or credentials (those go in a credential)",
-                       field="endpoint")
-    try:
-        if record.ca_cert is not None:
-            record = replace(record, ca_cert=_certificates_only(record.ca_cert))
-    except ValueError as exc:
-        raise ApiError(ApiErrorCode.INVALID, f"ca_cert: {exc}", field="ca_cert") from None
-    try:
-        if record.client_cert is not None:
-            record = replace(record, client_cert=_certificates_only(record.client_cert))
-    except ValueError as exc:
-        raise ApiError(ApiErrorCode.INVALID, f"client_cert: {exc}", field="client_cert") from None
+def _check_pair(record: UpstreamRecord) -> UpstreamRecord:
+    """The record, once its client certificate and key are known to go together."""
     if (record.client_cert is None) != (record.client_key is None):
         field = "client_key" if record.client_key is None else "client_cert"
         raise ApiError(ApiErrorCode.INVALID, "client_cert and client_key go together: set both or neither",
@@ -129,10 +106,6 @@ def _validated(record: UpstreamRecord) -> UpstreamRecord:
             field = "client_key" if "client_key" in str(exc) else "client_cert"
             raise ApiError(ApiErrorCode.INVALID, str(exc), field=field) from None
     return record
-
-
-def _certificates_only(pem: str) -> str:
-    return "".join(cert.pem for cert in parse_bundle(pem))
 
 
 def _view(live: LiveState, record: UpstreamRecord) -> dict[str, Any]:

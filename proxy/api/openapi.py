@@ -1,11 +1,19 @@
 """The admin API's OpenAPI 3.1 document, served at /api/v1/openapi.json.
 
-A test compares these paths and methods with the routes the app registers.
+Request bodies, and the credential fields of answers, are rendered from the
+same field declarations the handlers read bodies with, so the document
+cannot promise a field the API refuses. Paths and answers are written here;
+a test compares these paths and methods with the routes the app registers.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from proxy.config.connection import UPSTREAM_CHANGE
+from proxy.config.runtime import SETTINGS
+from proxy.credentials.fields import CREDENTIAL, CREDENTIAL_EDIT, VISIBLE_FIELDS
+from proxy.credentials.schema import body_schema, field_schema
 
 __all__ = ["OPENAPI"]
 
@@ -23,20 +31,11 @@ _ERRORS = {status: _json(_ref("Error"), text) for status, text in (
     ("404", "no such credential, setting or upstream"), ("409", "managed by the config file"),
     ("415", "body is not application/json"))}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
-_NAME = [{"name": "name", "in": "path", "required": True,
-          "schema": {"type": "string", "enum": ["registry.default", "registry.whitelist"]}}]
+_NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(SETTINGS.names)}}]
 _STRING = {"type": "string"}
 _NULLABLE = {"type": ["string", "null"]}
-_WRITE_ONLY = {"type": "string", "writeOnly": True}
-_CREDENTIAL_OPTIONS: dict[str, Any] = {
-    "access_key_id": _STRING, "role_arn": _STRING, "aws_endpoint_url": _STRING,
-    "renew_margin": {"type": "number", "description": "seconds before expiry to renew"},
-    "mode": {"enum": ["access_token", "json_key"]},
-}
-_CREDENTIAL_FIELDS: dict[str, Any] = {
-    "kind": {"enum": ["basic", "ecr", "gcr"], "default": "basic"}, "email": _STRING, "username": _STRING,
-    "password": _WRITE_ONLY, "secret_access_key": _WRITE_ONLY, "json_key": _WRITE_ONLY, **_CREDENTIAL_OPTIONS,
-}
+_SETTING_CHANGE = {"type": "object", "additionalProperties": False, "required": ["value"], "properties": {
+    "value": {"anyOf": [field_schema(setting) for setting in SETTINGS.fields]}}}
 _ADDRESS = [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"},
              "description": "registry address, host[:port]"}]
 
@@ -90,9 +89,8 @@ OPENAPI: dict[str, Any] = {
             "get": {"summary": "Show a setting", "responses": {"200": _json(_ref("Setting"), "the setting"),
                                                                "401": _ERRORS["401"], "404": _ERRORS["404"]}},
             "put": {"summary": "Change a setting; applies to the next pull",
-                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                        "type": "object", "additionalProperties": False, "required": ["value"],
-                        "properties": {"value": _STRING}}}}},
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _SETTING_CHANGE}}},
                     "responses": {"200": _json(_ref("Setting"), "changed"), "400": _ERRORS["400"],
                                   "401": _ERRORS["401"], "404": _ERRORS["404"], "415": _ERRORS["415"]}},
         },
@@ -127,27 +125,18 @@ OPENAPI: dict[str, Any] = {
         "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         "schemas": {
             "Registry": {"type": "object", "properties": {
-                "id": {"type": "integer"}, "address": _STRING, "kind": {"enum": ["basic", "ecr", "gcr"]},
-                "email": _STRING, "username": _STRING,
+                "id": {"type": "integer"}, **{f.name: field_schema(f) for f in VISIBLE_FIELDS},
                 "state": {"enum": ["active", "inactive"]}, "in_use": {"type": "boolean"},
                 "source": {"enum": ["api", "config"]},
                 "created": {"type": "string", "format": "date-time"},
                 "updated": {"type": "string", "format": "date-time"},
-                **_CREDENTIAL_OPTIONS, "client_email": _STRING,
+                "client_email": {**_STRING, "description": "the service account of a gcr key"},
                 "token": {"type": "object", "description": "minted credentials only; never the token itself",
                           "properties": {"minted_at": _NULLABLE, "expires_at": _NULLABLE, "next_refresh": _NULLABLE,
                                          "last_result": _STRING, "failures": {"type": "integer"},
                                          "mints": {"type": "integer"}}}}},
-            "NewRegistry": {"type": "object", "additionalProperties": False, "required": ["address"],
-                            "description": "basic: username and password; ecr: optional access key; "
-                                           "gcr: optional json_key",
-                            "properties": {"address": {**_STRING, "description": "host[:port], no scheme"},
-                                           **_CREDENTIAL_FIELDS}},
-            "RegistryEdit": {"type": "object", "additionalProperties": False,
-                             "description": "the secret (password, secret_access_key or json_key) is required "
-                                            "again whenever one was set",
-                             "properties": {"address": {**_STRING, "description": "must equal the current one"},
-                                            **_CREDENTIAL_FIELDS}},
+            "NewRegistry": body_schema(CREDENTIAL),
+            "RegistryEdit": body_schema(CREDENTIAL_EDIT),
             "Setting": {"type": "object", "properties": {
                 "name": _STRING, "value": _STRING, "source": {"enum": ["default", "config", "api"]},
                 "updated": {"type": ["string", "null"], "format": "date-time"},
@@ -157,9 +146,7 @@ OPENAPI: dict[str, Any] = {
                 "ca_certificates": {"type": "array", "items": {"type": "object", "properties": {
                     "subject": _STRING, "not_after": _STRING, "sha256": _STRING}}}, "client_cert": _NULLABLE,
                 "client_key_set": {"type": "boolean"}, "source": {"enum": ["default", "config", "api"]}}},
-            "UpstreamChange": {"type": "object", "additionalProperties": False, "properties": {
-                "endpoint": _NULLABLE, "insecure": {"type": ["boolean", "null"]}, "ca_cert": _NULLABLE,
-                "client_cert": _NULLABLE, "client_key": {**_NULLABLE, "writeOnly": True}}},
+            "UpstreamChange": body_schema(UPSTREAM_CHANGE),
             "Certificate": {"type": "object", "properties": {
                 "subject": _STRING, "issuer": _STRING, "not_before": _STRING, "not_after": _STRING,
                 "sha256": _STRING, "is_ca": {"type": "boolean"}, "pem": _STRING}},

@@ -1,95 +1,83 @@
-"""Typed config values with one-line errors that name the key and the value.
+"""Read config file mappings against the declared fields, with one-line errors that name the key and the value.
 
 Starlette's config.py style: "Config 'cache.max_size' has value 'lots'. Not a
-valid size."
+valid size (e.g. 512MiB, 20GiB)." The fields and their parsers are declared
+in proxy.config.schema and proxy.credentials; this module only walks them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from proxy.reference import InvalidReference, parse_address
+from proxy.credentials.schema import Field, Group, Invalid, ListOf, Member
+from proxy.credentials.value_types import parse_duration
 
-__all__ = ["SettingsError", "boolean", "check_keys", "duration", "file_path", "mapping", "optional_string",
-           "read_secret", "registry_address", "size", "string"]
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
-               "tb": 1000**4, "tib": 1024**4}
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+__all__ = ["SettingsError", "duration", "read_group"]
 
 
 class SettingsError(ValueError):
     """A configuration problem, worded for a one-line start-up failure."""
 
 
-def check_keys(prefix: str, raw: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    for key in raw:
-        if key not in known:
-            raise SettingsError(f"Config '{prefix}{key}' is not a known key. Known keys here: {', '.join(known)}.")
+def _read_member(key: str, value: Any, member: Member, base: Path) -> Any:
+    """``value`` written at ``key`` read as ``member`` says; relative paths are taken from ``base``."""
+    if isinstance(member, Group):
+        return read_group(key, value, member, base)
+    if isinstance(member, ListOf):
+        if not isinstance(value, list):
+            raise SettingsError(f"Config '{key}' has value '{value}'. Not a list of {member.name}.")
+        return [read_group(f"{key}[{i}]", item, member.item, base) for i, item in enumerate(value)]
+    return _read_field(key, value, member, base)
 
 
-def mapping(key: str, value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise SettingsError(f"Config '{key}' has value '{value}'. Not a mapping.")
-    return value
-
-
-def string(key: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise SettingsError(f"Config '{key}' has value '{value}'. Not a string.")
-    return str(value)
-
-
-def optional_string(key: str, value: Any) -> str | None:
-    return None if value is None else string(key, value)
-
-
-def boolean(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-        return value.lower() in ("true", "yes")
-    raise SettingsError(f"Config '{key}' has value '{value}'. Not a valid bool.")
-
-
-def size(key: str, value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
-    unit = match[2].lower() if match else None
-    if match is None or unit not in _SIZE_UNITS or isinstance(value, bool):
-        raise SettingsError(f"Config '{key}' has value '{value}'. Not a valid size (e.g. 512MiB, 20GiB).")
-    return int(float(match[1]) * _SIZE_UNITS[unit])
+def read_group(key: str, raw: Any, group: Group, base: Path) -> dict[str, Any]:
+    """The members ``raw`` sets, each read by its declaration; keys left out stay out."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsError(f"Config '{key}' has value '{raw}'. Not a mapping.")
+    prefix = f"{key}." if key else ""
+    if group.dotted:
+        raw = _flatten(raw)
+    for name in raw:
+        if name not in group.names:
+            raise SettingsError(f"Config '{prefix}{name}' is not a known key. Known keys here: "
+                                f"{', '.join(group.names)}.")
+    for field in group.fields:
+        if field.required and raw.get(field.name) is None:
+            raise SettingsError(f"Config '{prefix}{field.name}' is missing. {group.on_missing}")
+    for first, second in group.either:
+        if raw.get(first) is not None and raw.get(second) is not None:
+            raise SettingsError(f"Config '{key}' sets both {first} and {second}. Keep one.")
+    return {member.name: _read_member(f"{prefix}{member.name}", raw[member.name], member, base)
+            for member in group.members
+            if member.name in raw and not (group.null_is_unset and raw[member.name] is None)}
 
 
 def duration(key: str, value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(value))
-    if match is None or isinstance(value, bool):
-        raise SettingsError(f"Config '{key}' has value '{value}'. Not a valid duration (e.g. 30s, 5m, 12h, 7d).")
-    return float(match[1]) * _DURATION_UNITS[match[2]]
-
-
-def registry_address(key: str, value: Any) -> str:
+    """A duration written anywhere a config value is, e.g. a command-line flag."""
     try:
-        return parse_address(string(key, value))
-    except InvalidReference as exc:
-        raise SettingsError(f"Config '{key}' has value '{value}'. Not a registry address: {exc}.") from None
+        return parse_duration(value)
+    except Invalid as exc:
+        raise SettingsError(f"Config '{key}' has value '{exc.quoted(value)}'. {exc}") from None
 
 
-def read_secret(key: str, path: Path) -> str:
+def _read_field(key: str, value: Any, field: Field, base: Path) -> Any:
     try:
-        return path.read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise SettingsError(f"Config '{key}' has value '{path}'. Cannot read it: {exc.strerror}.") from None
+        return field.type.from_file(value, base)
+    except Invalid as exc:
+        raise SettingsError(f"Config '{key}' has value '{exc.quoted(value)}'. {exc}") from None
 
 
-def file_path(base: Path, key: str, value: Any) -> Path | None:
-    return None if value is None else base / string(key, value)
+def _flatten(raw: Mapping[Any, Any]) -> dict[str, Any]:
+    # `registry.default: x` and `registry: {default: x}` are the same key.
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            for sub, subvalue in _flatten(value).items():
+                out[f"{key}.{sub}"] = subvalue
+        else:
+            out[str(key)] = value
+    return out

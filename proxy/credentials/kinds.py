@@ -11,34 +11,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from proxy.credentials.fields import COMMON_FIELDS, KIND_FIELDS, KINDS, OPTION_FIELDS, secret_of
 from proxy.credentials.providers.ecr import parse_ecr_address
 from proxy.credentials.providers.gcr import GCR_MODES, check_gcr_address, parse_service_account_key
+from proxy.credentials.schema import FieldError
 
-__all__ = ["ALL_FIELDS", "FIELD_TYPES", "KINDS", "CredentialInput", "KindError", "parse_credential", "parse_edit"]
+# KINDS stays importable here for the command line's --kind choices.
+__all__ = ["KINDS", "CredentialInput", "parse_credential", "parse_edit"]
 
-KINDS = ("basic", "ecr", "gcr")
-_KIND_FIELDS = {
-    "basic": ("username", "password"),
-    "ecr": ("access_key_id", "secret_access_key", "role_arn", "aws_endpoint_url", "renew_margin"),
-    "gcr": ("json_key", "mode", "renew_margin"),
-}
-_SECRET_FIELD = {"basic": "password", "ecr": "secret_access_key", "gcr": "json_key"}
-_OPTION_FIELDS = ("access_key_id", "role_arn", "aws_endpoint_url", "renew_margin", "mode")
-ALL_FIELDS = ("address", "kind", "email") + tuple(f for fields in _KIND_FIELDS.values() for f in fields)
-FIELD_TYPES: dict[str, tuple[type, ...]] = {"renew_margin": (int, float)}
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 _URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?")
 _ACCESS_KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class KindError(ValueError):
-    """A credential field that does not fit; ``field`` names it."""
-
-    def __init__(self, message: str, field: str) -> None:
-        self.field = field
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -54,12 +39,13 @@ def parse_credential(body: dict[str, Any], *, address: str) -> CredentialInput:
     kind = body.get("kind", "basic")
     if kind not in KINDS:
         raise _invalid("kind", f"kind must be one of {', '.join(KINDS)}")
+    takes = {f.name for f in COMMON_FIELDS + KIND_FIELDS[kind]}
     for key in body:
-        if key not in ("address", "kind", "email") + _KIND_FIELDS[kind]:
+        if key not in takes:
             raise _invalid(key, f"{key} does not apply to kind {kind}")
     email = check_email(body.get("email", ""))
     if kind == "basic":
-        for key in ("username", "password"):
+        for key in (f.name for f in KIND_FIELDS["basic"]):
             if key not in body:
                 raise _invalid(key, f"{key} is required")
         return CredentialInput("basic", email, check_username(body["username"]), check_password(body["password"]), {})
@@ -92,11 +78,11 @@ def parse_edit(record: StoredCredential, body: dict[str, Any]) -> CredentialInpu
     """An edit restates the credential; only the address and kind stay as they were."""
     if body.get("kind", record.kind) != record.kind:
         raise _invalid("kind", "the kind of a credential cannot change: delete it and add a new one")
-    secret_field = _SECRET_FIELD[record.kind]
+    secret_field = secret_of(record.kind)
     if record.password is not None and secret_field not in body:
         # It is never shown, so an edit cannot keep it unseen.
         raise _invalid(secret_field, f"{secret_field} is required with every edit")
-    kept: dict[str, Any] = {k: v for k, v in record.options.items() if k in _OPTION_FIELDS}
+    kept: dict[str, Any] = {k: v for k, v in record.options.items() if k in OPTION_FIELDS}
     if record.kind == "basic":
         kept["username"] = record.username
     merged = {"kind": record.kind, "email": record.email, **kept, **body}
@@ -155,28 +141,28 @@ def _gcr(body: dict[str, Any], address: str, email: str, margin: float | None) -
 
 def check_email(value: str) -> str:
     if value and not _EMAIL.fullmatch(value) or len(value) > 254 or _CONTROL.search(value):
-        raise KindError("email must look like name@example.com, or be empty", "email")
+        raise FieldError("email must look like name@example.com, or be empty", "email")
     return value
 
 
 def check_username(value: str) -> str:
     if not value:
-        raise KindError("username must not be empty", "username")
+        raise FieldError("username must not be empty", "username")
     if len(value) > 255 or ":" in value or _CONTROL.search(value):
         # A colon would split differently in HTTP Basic credentials.
-        raise KindError("username must be at most 255 characters, without ':' or control "
+        raise FieldError("username must be at most 255 characters, without ':' or control "
                        "characters", "username")
     return value
 
 
 def check_password(value: str) -> str:
     if not value:
-        raise KindError("password must not be empty", "password")
+        raise FieldError("password must not be empty", "password")
     if len(value) > 16384 or "\x00" in value:
-        raise KindError("password must be at most 16384 characters, without NUL",
+        raise FieldError("password must be at most 16384 characters, without NUL",
                     "password")
     return value
 
 
-def _invalid(name: str, message: str) -> KindError:
-    return KindError(message, name)
+def _invalid(name: str, message: str) -> FieldError:
+    return FieldError(message, name)

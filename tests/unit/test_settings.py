@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 import trustme
 import yaml
+from proxy.config.schema import CONFIG_FILE
 from proxy.config.settings import CacheSettings, RegistryConfig, Settings, SettingsError, load_settings
+from proxy.credentials.kinds import CredentialInput
+from proxy.credentials.schema import Group, ListOf
+from proxy.store.runtime_settings import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(p for p in (ROOT / "config").rglob("*") if p.suffix in (".yaml", ".yml"))
@@ -40,8 +45,7 @@ def test_defaults_without_a_file() -> None:
     assert settings.listen == "127.0.0.1:5000"
     assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 5000)
     assert settings.data_dir == Path("./data")
-    assert settings.default_registry == "docker.io"
-    assert settings.whitelist == frozenset()
+    assert settings.file_settings == {}
     assert settings.registries == {}
     assert settings.log_level == "info"
     assert settings.cache == CacheSettings(max_size=20 * 1024**3, tag_ttl=300.0, max_stale=7 * 86400.0,
@@ -75,14 +79,14 @@ def test_a_full_file(tmp_path: Path) -> None:
     """)
     assert settings.listen == "0.0.0.0:6000"
     assert settings.data_dir == tmp_path / "cache"
-    assert settings.default_registry == "quay.io"
-    assert settings.whitelist == {"quay.io", "docker.io", "ghcr.io"}
+    assert settings.file_settings == {"registry.default": "quay.io", "registry.whitelist": "docker.io, ghcr.io, quay.io"}
     assert settings.cache == CacheSettings(512 * 1024**2, 30.0, 12 * 3600.0, 1_000_000)
     assert settings.log_level == "debug"
     assert settings.registries == {
-        "registry.example.com:5000": RegistryConfig("registry.example.com:5000", "https://mirror.example.com:8443",
-                                                    "robot", "s3cret", "ops@example.com", True),
-        "ghcr.io": RegistryConfig("ghcr.io", None, "me", "token"),
+        "registry.example.com:5000": RegistryConfig(
+            "registry.example.com:5000", "https://mirror.example.com:8443", True,
+            credential=CredentialInput("basic", "ops@example.com", "robot", "s3cret", {})),
+        "ghcr.io": RegistryConfig("ghcr.io", credential=CredentialInput("basic", "", "me", "token", {})),
     }
 
 
@@ -93,7 +97,7 @@ def test_a_full_file(tmp_path: Path) -> None:
 ])
 def test_nested_and_dotted_settings_forms(tmp_path: Path, block: str) -> None:
     settings = load(tmp_path, block)
-    assert (settings.default_registry, settings.whitelist) == ("quay.io", frozenset({"quay.io"}))
+    assert settings.file_settings == {"registry.default": "quay.io", "registry.whitelist": "quay.io"}
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -157,9 +161,8 @@ def test_later_registries_entry_for_the_same_address_wins(tmp_path: Path) -> Non
           - {address: quay.io, endpoint: "https://mirror.example.com"}
           - {address: docker.io, username: new, password: b}
     """)
-    assert settings.registries["docker.io"] == RegistryConfig("docker.io", username="new", password="b")
-    credential = settings.registries["docker.io"].credential
-    assert credential is not None and (credential.username, credential.secret) == ("new", "b")
+    assert settings.registries["docker.io"] == RegistryConfig(
+        "docker.io", credential=CredentialInput("basic", "", "new", "b", {}))
     assert set(settings.registries) == {"docker.io", "quay.io"}
 
 
@@ -275,6 +278,26 @@ def test_example_config_states_the_embedded_defaults(monkeypatch: pytest.MonkeyP
     example = load_settings(ROOT / "config" / "registry-proxy.yaml", environ={})
     defaults = load_settings(None, environ={})
     assert example.data_dir.resolve() == defaults.data_dir.resolve()
-    assert (example.listen, example.default_registry, example.whitelist, example.cache, example.registries,
-            example.log_level) == (defaults.listen, defaults.default_registry, defaults.whitelist,
-                                   defaults.cache, defaults.registries, defaults.log_level)
+    # The run-time settings' defaults are the store's: the file states them for that store.
+    assert example.file_settings == DEFAULTS
+    assert (example.listen, example.cache, example.registries, example.log_level, example.log_format,
+            example.status_public, example.metrics_public, example.admin_token_file, example.secret_key_file,
+            example.tls) == (defaults.listen, defaults.cache, defaults.registries, defaults.log_level,
+                             defaults.log_format, defaults.status_public, defaults.metrics_public,
+                             defaults.admin_token_file, defaults.secret_key_file, defaults.tls)
+
+
+def test_example_config_names_every_key() -> None:
+    # Set or shown in a comment: the file is where an operator looks keys up.
+    text = (ROOT / "config" / "registry-proxy.yaml").read_text()
+
+    def walk(group: Group, path: str) -> None:
+        for member in group.members:
+            written = re.search(rf"^[ #]*(- )?{re.escape(member.name)}:", text, re.M)
+            assert written, f"{path}{member.name} is not in config/registry-proxy.yaml"
+            if isinstance(member, Group):
+                walk(member, f"{path}{member.name}.")
+            elif isinstance(member, ListOf):
+                walk(member.item, f"{path}{member.name}[].")
+
+    walk(CONFIG_FILE, "")

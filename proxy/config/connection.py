@@ -1,0 +1,93 @@
+"""How a registry is reached: endpoint URL, insecure mode, CA bundle, client certificate.
+
+Declared once for a `registries:` entry of the config file (certificates
+named by path) and for PATCH /api/v1/upstreams/{address} (certificates
+inline, null clears). Only certificate blocks are kept of a CA bundle or a
+client certificate: a PEM file holding a key too must not put that key where
+certificates are shown back (API, status page).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from proxy.credentials.certs import parse_bundle
+from proxy.credentials.schema import Field, Group, Invalid, ValueType
+from proxy.credentials.value_types import FLAG, text
+
+__all__ = ["CA_CERT", "CLIENT_CERT", "CLIENT_KEY", "CONNECTION_FIELDS", "ENDPOINT", "INSECURE", "UPSTREAM_CHANGE",
+           "certificates_only", "endpoint_url"]
+
+_ENDPOINT = re.compile(r"https?://[^/\s?#@]+/?")
+_STRING = {"type": "string"}
+
+
+def endpoint_url(value: str) -> str:
+    """An http(s) URL of a registry's root: no path, no credentials; returned without a trailing slash."""
+    if not _ENDPOINT.fullmatch(value):
+        raise ValueError(value)
+    return value.rstrip("/")
+
+
+def certificates_only(pem: str) -> str:
+    """The certificate blocks of ``pem``, re-encoded; ValueError when it holds none or a broken one."""
+    return "".join(cert.pem for cert in parse_bundle(pem))
+
+
+def _endpoint_from_json(value: str, name: str) -> str:
+    try:
+        return endpoint_url(value)
+    except ValueError:
+        raise Invalid(f"{name} must be a URL such as https://host:port, without a path or credentials (those go in "
+                      "a credential)") from None
+
+
+def _endpoint_from_file(value: Any, base: Path) -> str:
+    try:
+        return endpoint_url(text(value))
+    except ValueError:
+        raise Invalid("Use a URL such as https://host:port, without a path.") from None
+
+
+def _read_pem(value: Any, base: Path) -> str:
+    try:
+        return (base / text(value)).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Invalid(f"Cannot read it: {exc}.") from None
+
+
+def _certificates_from_json(value: str, name: str) -> str:
+    try:
+        return certificates_only(value)
+    except ValueError as exc:
+        raise Invalid(f"{name}: {exc}") from None
+
+
+def _certificates_from_file(value: Any, base: Path) -> str:
+    pem = _read_pem(value, base)
+    try:
+        return certificates_only(pem)
+    except ValueError as exc:
+        raise Invalid(f"{exc}.") from None
+
+
+ENDPOINT = Field("endpoint", ValueType((str,), _STRING, _STRING, from_file=_endpoint_from_file,
+                                       from_json=_endpoint_from_json),
+                 "Reach the registry at this URL (http or https, host and port only) instead of https://<address>",
+                 nullable=True)
+INSECURE = Field("insecure", FLAG, "HTTPS without certificate checks, falling back to plain HTTP", nullable=True)
+_CERTIFICATES = ValueType((str,), _STRING, _STRING, from_file=_certificates_from_file,
+                          from_json=_certificates_from_json)
+CA_CERT = Field("ca_cert", _CERTIFICATES, "CA certificates (PEM) trusted for this registry only, on top of "
+                "the system's; the config file names a PEM file", nullable=True)
+CLIENT_CERT = Field("client_cert", _CERTIFICATES, "Client certificate (PEM) for mutual TLS, with client_key; the "
+                    "config file names a PEM file", nullable=True)
+CLIENT_KEY = Field("client_key", ValueType((str,), _STRING, _STRING, from_file=_read_pem),
+                   "Unencrypted private key (PEM) of client_cert; the config file names a PEM file", secret=True,
+                   nullable=True)
+
+CONNECTION_FIELDS = (ENDPOINT, INSECURE, CA_CERT, CLIENT_CERT, CLIENT_KEY)
+UPSTREAM_CHANGE = Group("UpstreamChange", "What to change of how a registry is reached; null clears a field",
+                        CONNECTION_FIELDS)

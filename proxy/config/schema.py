@@ -1,0 +1,141 @@
+"""The config file's keys, declared once: what the reader accepts and what the Helm chart's schema says.
+
+The tree below is the file's layout. proxy.config.values walks it to read a
+file, and ``config_json_schema()`` renders it as the `config` part of
+charts/registry-proxy/values.schema.json (a test holds the two equal), so a
+key added here reaches both. Credential fields come from
+proxy.credentials.fields, connection fields from proxy.config.connection and
+the run-time settings from proxy.config.runtime: each is declared once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from proxy.config.connection import CA_CERT, CLIENT_CERT, CLIENT_KEY, ENDPOINT, INSECURE
+from proxy.config.runtime import SETTINGS
+from proxy.credentials.fields import (
+    ACCESS_KEY_ID,
+    ADDRESS_FIELD,
+    AWS_ENDPOINT_URL,
+    EMAIL,
+    KIND,
+    MODE,
+    PASSWORD,
+    RENEW_MARGIN,
+    ROLE_ARN,
+    SECRET_ACCESS_KEY,
+    SECRET_FILES,
+    USERNAME,
+)
+from proxy.credentials.schema import Field, Group, Invalid, ListOf, ValueType, file_schema
+from proxy.credentials.value_types import DURATION, FLAG, parse_duration, text
+
+__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "TLS", "config_json_schema", "parse_size"]
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+               "tb": 1000**4, "tib": 1024**4}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
+# The units, case-insensitively, in a pattern JSON Schema validators share (no inline flags).
+_SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*({})?\s*$".format(
+    "|".join("".join(f"[{c}{c.upper()}]" for c in unit) for unit in _SIZE_UNITS if unit))
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]{1,5})")
+
+
+def parse_size(value: Any) -> int:
+    """Bytes, from a number of them or a number with a unit (512MiB, 20GiB, 1.5GB)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _SIZE.fullmatch(str(value))
+    unit = match[2].lower() if match else None
+    if match is None or unit not in _SIZE_UNITS or isinstance(value, bool):
+        raise Invalid("Not a valid size (e.g. 512MiB, 20GiB).")
+    return int(float(match[1]) * _SIZE_UNITS[unit])
+
+
+def _listen(value: Any, base: Path) -> tuple[str, int]:
+    written = text(value)
+    match = _LISTEN.fullmatch(written)
+    if not match or not 0 <= int(match["port"]) < 65536:
+        raise Invalid("Use host:port, e.g. 127.0.0.1:5000 or 0.0.0.0:5000.", shown=written)
+    return (match["v6"] or match["host"] or "0.0.0.0"), int(match["port"])
+
+
+def _choice(values: tuple[str, ...]) -> ValueType:
+    def choose(value: Any, base: Path) -> str:
+        chosen = text(value).lower()
+        if chosen not in values:
+            raise Invalid(f"Use one of: {', '.join(values)}.", shown=chosen)
+        return chosen
+
+    schema = {"type": "string", "enum": list(values)}
+    return ValueType((str,), schema, schema, from_file=choose)
+
+
+def _at_least(minimum: float) -> ValueType:
+    def seconds(value: Any, base: Path) -> float:
+        parsed = parse_duration(value)
+        if parsed < minimum:
+            raise Invalid(f"Use at least {minimum}s.")
+        return parsed
+
+    return replace(DURATION, file_schema={**DURATION.file_schema, "minimum": minimum}, from_file=seconds)
+
+
+_STRING = {"type": "string"}
+SIZE = ValueType((int,), {"type": "integer", "minimum": 0},
+                 {"type": ["string", "integer"], "pattern": _SIZE_PATTERN, "minimum": 0},
+                 from_file=lambda value, base: parse_size(value),
+                 file_hint="bytes, or a number with a unit (512MiB, 20GiB)")
+# A file or directory; relative paths are taken from the working directory.
+PATH = ValueType((str,), _STRING, _STRING, from_file=lambda value, base: base / text(value))
+
+CACHE = Group("cache", "Cache bounds and freshness", (
+    Field("max_size", SIZE, "Upper bound of cached content; least recently used blobs are evicted first"),
+    Field("tag_ttl", DURATION, "How long a tag is trusted before a HEAD revalidates it"),
+    Field("max_stale", DURATION, "How long past tag_ttl a cached tag is served while the upstream fails"),
+    Field("max_manifest_size", SIZE, "Larger manifests are refused"),
+    Field("min_free", SIZE, "/readyz fails when less than this is free where the cache lives"),
+))
+_ENTRY_FIELDS = (ADDRESS_FIELD, ENDPOINT, USERNAME, PASSWORD, SECRET_FILES["password"], EMAIL, INSECURE, CA_CERT,
+                 CLIENT_CERT, CLIENT_KEY, KIND, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SECRET_FILES["secret_access_key"],
+                 ROLE_ARN, AWS_ENDPOINT_URL, RENEW_MARGIN, SECRET_FILES["json_key"], MODE)
+REGISTRY_ENTRY = Group(
+    "registry", "One upstream registry: how to reach it, and its credential", _ENTRY_FIELDS,
+    null_is_unset=True, on_missing="Every registry needs an address.",
+    # A secret is written inline or named by its file, not both.
+    either=tuple((name, file.name) for name, file in SECRET_FILES.items() if file in _ENTRY_FIELDS
+                 and any(f.name == name for f in _ENTRY_FIELDS)))
+LOG = Group("log", "Logging", (
+    Field("level", _choice(("debug", "info", "warning", "error")), "Log level"),
+    Field("format", _choice(("text", "json")), "text, or json: one JSON object a line, for log collectors"),
+))
+TLS = Group("tls", "HTTPS for the proxy: set both files", (
+    Field("cert_file", PATH, "PEM certificate chain, leaf first"),
+    Field("key_file", PATH, "PEM private key"),
+    Field("reload_interval", _at_least(0.1), "How often the files are checked for changes"),
+), null_is_unset=True)
+_PUBLIC = "Serve it without the admin token"
+
+CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-proxy.yaml)", (
+    Field("listen", ValueType((str,), _STRING, _STRING, from_file=_listen), "host:port to serve on"),
+    Field("data_dir", PATH, "Cache and state"),
+    SETTINGS,
+    CACHE,
+    ListOf("registries", "Upstream registries that need credentials or another address", REGISTRY_ENTRY),
+    LOG,
+    Group("admin", "Admin API", (Field("token_file", PATH, "File holding the admin token"),), null_is_unset=True),
+    Group("secrets", "Secrets at rest", (Field("key_file", PATH, "File holding the secret key"),), null_is_unset=True),
+    TLS,
+    Group("status", "The status page", (Field("public", FLAG, _PUBLIC),)),
+    Group("metrics", "/metrics", (Field("public", FLAG, _PUBLIC),)),
+))
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft-07) of the config file: the `config` part of the chart's values.schema.json."""
+    return file_schema(CONFIG_FILE)

@@ -1,0 +1,92 @@
+"""The kinds of value credential and config fields share, with the one parser of each.
+
+Text, booleans, durations, registry addresses, secret files: each is read
+here for both the admin API and the config file, so "5m" or "yes" means the
+same everywhere. File-face reasons follow "Config 'k' has value 'v'." in
+starlette's style; JSON-face messages are whole.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from proxy.credentials.schema import Invalid, ValueType
+from proxy.reference import InvalidReference, parse_address
+
+__all__ = ["ADDRESS", "DURATION", "FLAG", "SECRET_FILE", "TEXT", "enum_text", "parse_duration", "parse_flag", "text"]
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
+_FLAGS = ("true", "false", "yes", "no")
+
+
+def text(value: Any) -> str:
+    """A YAML scalar as text: `port: 5000` is as good as `port: "5000"`."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise Invalid("Not a string.")
+    return str(value)
+
+
+def parse_flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _FLAGS:
+        return value.lower() in ("true", "yes")
+    raise Invalid("Not a valid bool.")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds, from a number of them or a number with s, m, h or d."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = _DURATION.fullmatch(str(value))
+    if match is None or isinstance(value, bool):
+        raise Invalid("Not a valid duration (e.g. 30s, 5m, 12h, 7d).")
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def _address_from_json(value: str, name: str) -> str:
+    try:
+        return parse_address(value)
+    except InvalidReference as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _address_from_file(value: Any, base: Path) -> str:
+    try:
+        return parse_address(text(value))
+    except InvalidReference as exc:
+        raise Invalid(f"Not a registry address: {exc}.") from None
+
+
+def _secret_file(value: Any, base: Path) -> str:
+    path = base / text(value)
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise Invalid(f"Cannot read it: {exc.strerror}.", shown=path) from None
+
+
+_STRING = {"type": "string"}
+
+TEXT = ValueType((str,), _STRING, _STRING, from_file=lambda value, base: text(value))
+FLAG = ValueType((bool,), {"type": "boolean"},
+                 {"type": ["boolean", "string"], "enum": [True, False, *_FLAGS]},
+                 from_file=lambda value, base: parse_flag(value))
+# Seconds in a JSON body; in the config file also 30s, 5m, 12h or 7d.
+DURATION = ValueType((int, float), {"type": "number"},
+                     {"type": ["string", "number"], "pattern": f"^{_DURATION.pattern}$", "minimum": 0},
+                     from_file=lambda value, base: parse_duration(value), json_hint="in seconds",
+                     file_hint="seconds, or a number with s, m, h or d (30s, 5m, 7d)")
+# host[:port] as in image names; Docker Hub's aliases become docker.io.
+ADDRESS = ValueType((str,), _STRING, _STRING, from_file=_address_from_file, from_json=_address_from_json)
+# The path of a file holding one secret; one trailing newline is dropped.
+SECRET_FILE = ValueType((), _STRING, _STRING, from_file=_secret_file)
+
+
+def enum_text(values: tuple[str, ...]) -> ValueType:
+    """Text documented as one of ``values``; the rules that use it word the refusal."""
+    schema = {"type": "string", "enum": list(values)}
+    return ValueType((str,), schema, schema, from_file=lambda value, base: text(value))
