@@ -19,6 +19,7 @@ from proxy.cli.certs import CERT_BLOCK, colons, expiry, pem_sha256
 from proxy.cli.client import AdminClient, UsageError
 from proxy.cli.output import items_of, parse_time, print_fields, print_json, print_table, text, yes_no
 from proxy.cli.parsing import Actions, address_argument, leaf
+from proxy.config.connection import certificates_only
 
 __all__ = ["add_upstreams_parser"]
 
@@ -129,10 +130,11 @@ def _read_text(path: str, flag: str, field: str) -> str:
 def _read_certificates(path: str, flag: str, field: str) -> str:
     # Only the CERTIFICATE blocks are sent: the API shows certificates back as
     # stored, so a key sharing the file (cert and key in one .pem) must not go along.
-    blocks = CERT_BLOCK.findall(_read_text(path, flag, field))
-    if not blocks:
-        raise UsageError(f"{flag} {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", field=field)
-    return "\n".join(blocks) + "\n"
+    try:
+        return certificates_only(_read_text(path, flag, field))
+    except ValueError:
+        raise UsageError(f"{flag} {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                         field=field) from None
 
 
 def _read_key(path: str) -> str:
