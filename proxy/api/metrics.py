@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +37,11 @@ async def observe_requests(request: web.Request, handler: Handler) -> web.Stream
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # The client hung up before the answer was done: counted as nginx
+        # does (499), not as a failure of ours.
+        status = 499
         raise
     finally:
         observer.inflight.dec()

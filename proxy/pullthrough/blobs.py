@@ -97,6 +97,9 @@ class _Fetch:
         self._wake()
 
     def finish(self, error: BaseException | None = None) -> None:
+        if error is not None and not isinstance(error, Exception):
+            # The download was stopped (shutdown); its readers were not, and must not end as if cancelled.
+            error = RegistryError(ErrorCode.UNAVAILABLE, "the proxy is shutting down")
         self.done, self.error = True, error
         if not self.size.done():
             self.size.set_exception(error or RegistryError(ErrorCode.UNKNOWN, "blob fetch ended early"))
@@ -185,17 +188,33 @@ class BlobService:
             fetch = self._fetches.get(digest)
             if fetch is not None:
                 break
-        if fetch is None:
-            fetch, result = self._start(target, digest, access), CacheResult.MISS
-        else:
-            result = CacheResult.JOINED
-            self.joins += 1
-        fetch.hold()
+        fetch, expected, result = await self._follow(fetch, target, digest, access)
         try:
-            expected = await fetch.size
             yield _FetchBody(fetch, expected, result)
         finally:
             fetch.release()
+
+    async def _follow(self, fetch: _Fetch | None, target: Target, digest: Digest,
+                      access: str) -> tuple[_Fetch, int | None, CacheResult]:
+        """Hold a download of the blob (``fetch``, or a new one) once it knows its size."""
+        while True:
+            if fetch is None:
+                fetch, result = self._start(target, digest, access), CacheResult.MISS
+            else:
+                result = CacheResult.JOINED
+                self.joins += 1
+            fetch.hold()
+            try:
+                return fetch, await fetch.size, result
+            except Exception:
+                fetch.release()
+                if fetch.vouches_for(target, access):
+                    raise
+                # The download this request followed failed for its own
+                # repository or access; this one was cleared to read the
+                # blob, so it fetches the blob itself rather than share a
+                # refusal that was not its own.
+                fetch = None
 
     async def aclose(self) -> None:
         """Stop every download; what they wrote is discarded."""
@@ -227,6 +246,11 @@ class BlobService:
             pass
         await self._storage.link_blob(target, digest, access)
 
+    def _forget(self, digest: Digest, fetch: _Fetch) -> None:
+        # Another request may have started a download of its own meanwhile.
+        if self._fetches.get(digest) is fetch:
+            del self._fetches[digest]
+
     def _start(self, target: Target, digest: Digest, access: str) -> _Fetch:
         fetch = _Fetch(target, access)
         self._fetches[digest] = fetch
@@ -255,10 +279,10 @@ class BlobService:
                 raise RegistryError(ErrorCode.DIGEST_INVALID,
                                     f"upstream {target.registry} sent content that does not match {digest}") from None
             await self._storage.link_blob(target, digest, fetch.access)
-            self._fetches.pop(digest, None)
+            self._forget(digest, fetch)
             fetch.finish()
         except BaseException as exc:
-            self._fetches.pop(digest, None)
+            self._forget(digest, fetch)
             if isinstance(exc, Exception):
                 log.warning("fetch of %s from %s failed: %s", digest, target, exc)
             fetch.finish(exc)
