@@ -18,6 +18,7 @@ from proxy.api.metrics import new_observer, setup_metrics_routes, state_collecto
 from proxy.api.state import ADMIN_TOKEN, LIVE, OBSERVER, SERVICES, SETTINGS, Services
 from proxy.api.status import setup_status_routes
 from proxy.api.v2 import registry_app
+from proxy.config.runtime import SETTING_DEFAULTS
 from proxy.config.settings import Settings
 from proxy.directory import LiveState
 from proxy.humanize import ago, human_bytes, human_duration, until
@@ -29,7 +30,7 @@ from proxy.store.admin_token import resolve_admin_token
 from proxy.store.credentials import RegistryStore
 from proxy.store.crypto import SecretBox, load_key
 from proxy.store.db import Database
-from proxy.store.runtime_settings import DEFAULTS, SettingsStore
+from proxy.store.runtime_settings import SettingsStore
 from proxy.store.upstreams import UpstreamStore
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.pools import open_pools
@@ -67,11 +68,11 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     await db.open()
     try:
         box = SecretBox(await asyncio.to_thread(load_key, settings.key_file, os.environ))
-        live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db),
+        live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db, SETTING_DEFAULTS),
                          upstreams=UpstreamStore(db, box), configs=settings.registries)
         await live.registries.sync_config(
             {a: c.credential for a, c in settings.registries.items() if c.credential is not None})
-        await live.settings.seed({name: settings.file_settings.get(name) for name in DEFAULTS})
+        await live.settings.seed({name: settings.file_settings.get(name) for name in SETTING_DEFAULTS})
         await live.reload()
         app[LIVE] = live
         token = await asyncio.to_thread(resolve_admin_token, settings.admin_token_file, settings.data_dir,

@@ -19,14 +19,14 @@ from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.auth import has_admin_token
 from proxy.api.openapi import OPENAPI
 from proxy.api.state import LIVE
-from proxy.config.runtime import setting_body
+from proxy.config.runtime import SETTING_DEFAULTS, setting_body
 from proxy.credentials.fields import CREDENTIAL, CREDENTIAL_EDIT
 from proxy.credentials.kinds import parse_credential, parse_edit
 from proxy.credentials.schema import FieldError
 from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
 from proxy.store.credentials import ManagedByConfig, NotFound, RegistryRecord
-from proxy.store.runtime_settings import DEFAULTS, SettingValue
+from proxy.store.runtime_settings import SettingValue
 
 __all__ = ["PREFIX", "admin_app"]
 
@@ -220,8 +220,8 @@ async def set_setting(request: web.Request) -> web.Response:
 
 def _setting_name(request: web.Request) -> str:
     name = request.match_info["name"]
-    if name not in DEFAULTS:
-        raise ApiError(ApiErrorCode.NOT_FOUND, f"no setting {name[:60]!r}; settings: {', '.join(DEFAULTS)}",
+    if name not in SETTING_DEFAULTS:
+        raise ApiError(ApiErrorCode.NOT_FOUND, f"no setting {name[:60]!r}; settings: {', '.join(SETTING_DEFAULTS)}",
                        field="name")
     return name
 

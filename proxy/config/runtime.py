@@ -17,7 +17,8 @@ from proxy.credentials.schema import Field, Group, Invalid, ValueType
 from proxy.credentials.value_types import ADDRESS, text
 from proxy.reference import DOCKER_HUB, InvalidReference, parse_address
 
-__all__ = ["REGISTRY_DEFAULT", "REGISTRY_WHITELIST", "SETTINGS", "parse_whitelist", "setting_body", "whitelist"]
+__all__ = ["REGISTRY_DEFAULT", "REGISTRY_WHITELIST", "SETTINGS", "SETTING_DEFAULTS", "parse_whitelist", "setting_body",
+           "whitelist"]
 
 _STRING = {"type": "string"}
 
@@ -78,6 +79,8 @@ REGISTRY_WHITELIST = Field("registry.whitelist", ValueType((str,), _STRING, _STR
                            default="")
 SETTINGS = Group("settings", "Run-time settings; the admin API can change them", (REGISTRY_DEFAULT, REGISTRY_WHITELIST),
                  dotted=True)
+# Every run-time setting by name, with its value when neither the file nor the API set one.
+SETTING_DEFAULTS: dict[str, str] = {field.name: field.default for field in SETTINGS.fields}
 
 
 def setting_body(name: str) -> Group:

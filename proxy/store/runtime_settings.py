@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxy.store.db import Database
 
-__all__ = ["DEFAULTS", "SettingValue", "SettingsStore"]
+__all__ = ["SettingValue", "SettingsStore"]
 
-DEFAULTS = {"registry.default": "docker.io", "registry.whitelist": ""}
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ class SettingValue:
 
 
 class SettingsStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, defaults: Mapping[str, str]) -> None:
+        """``defaults``: every setting's name and its value when neither the file nor the API set one."""
         self._db = db
+        self._defaults = dict(defaults)
 
     async def all(self) -> dict[str, SettingValue]:
         rows = await self._db.read(lambda c: c.execute("SELECT * FROM settings").fetchall())
-        values = {name: SettingValue(name, value, "default") for name, value in DEFAULTS.items()}
+        values = {name: SettingValue(name, value, "default") for name, value in self._defaults.items()}
         for row in rows:
             if row["name"] in values:
                 values[row["name"]] = SettingValue(row["name"], row["value"], row["source"], row["updated"])

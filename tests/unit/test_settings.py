@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
+from proxy.config.runtime import SETTING_DEFAULTS as DEFAULTS
 from proxy.config.schema import CONFIG_FILE
 from proxy.config.settings import CacheSettings, RegistryConfig, Settings, SettingsError, load_settings
 from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.schema import Group, ListOf
-from proxy.store.runtime_settings import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(p for p in (ROOT / "config").rglob("*") if p.suffix in (".yaml", ".yml"))
