@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from proxy.cli.client import AdminError, UsageError
 from proxy.cli.parsing import seconds
+from proxy.credentials.fields import KIND_FIELDS
 from proxy.credentials.providers.gcr import GCR_MODES
 
 __all__ = ["MAX_KEY_FILE", "check_kind_flags", "kind_options", "minted_fields", "password"]
@@ -64,20 +65,24 @@ class _KindFlag:
     dest: str
     flag: str
     field: str  # the API field it sets, named in errors as the server names its fields
-    kinds: tuple[str, ...]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds whose declared fields include this flag's field."""
+        return tuple(kind for kind, fields in KIND_FIELDS.items() if any(f.name == self.field for f in fields))
 
 
 _KIND_FLAGS = (
-    _KindFlag("username", "--username", "username", ("basic",)),
-    _KindFlag("password_stdin", "--password-stdin", "password", ("basic",)),
-    _KindFlag("access_key_id", "--access-key-id", "access_key_id", ("ecr",)),
-    _KindFlag("secret_access_key_stdin", "--secret-access-key-stdin", "secret_access_key", ("ecr",)),
-    _KindFlag("role_arn", "--role-arn", "role_arn", ("ecr",)),
-    _KindFlag("aws_endpoint_url", "--aws-endpoint-url", "aws_endpoint_url", ("ecr",)),
-    _KindFlag("json_key_file", "--json-key-file", "json_key", ("gcr",)),
-    _KindFlag("json_key_stdin", "--json-key-stdin", "json_key", ("gcr",)),
-    _KindFlag("mode", "--mode", "mode", ("gcr",)),
-    _KindFlag("renew_margin", "--renew-margin", "renew_margin", ("ecr", "gcr")),
+    _KindFlag("username", "--username", "username"),
+    _KindFlag("password_stdin", "--password-stdin", "password"),
+    _KindFlag("access_key_id", "--access-key-id", "access_key_id"),
+    _KindFlag("secret_access_key_stdin", "--secret-access-key-stdin", "secret_access_key"),
+    _KindFlag("role_arn", "--role-arn", "role_arn"),
+    _KindFlag("aws_endpoint_url", "--aws-endpoint-url", "aws_endpoint_url"),
+    _KindFlag("json_key_file", "--json-key-file", "json_key"),
+    _KindFlag("json_key_stdin", "--json-key-stdin", "json_key"),
+    _KindFlag("mode", "--mode", "mode"),
+    _KindFlag("renew_margin", "--renew-margin", "renew_margin"),
 )
 
 
