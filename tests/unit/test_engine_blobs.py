@@ -22,7 +22,7 @@ from proxy.pullthrough.ports import CacheResult
 from proxy.reference import Digest, Target
 from proxy.storage.base import ContentKind
 
-from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, blob_call, files_under, flipped, open_storage
+from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, blob_call, files_under, flipped
 
 APP = Target("registry-a.test", "team/app")
 MIRROR = Target("registry-a.test", "mirror/app")
@@ -32,17 +32,6 @@ BLOB = ContentKind.BLOB
 
 # Under one engine chunk (1 MiB) keeps the tests fast; the tests still send it upstream in several pieces.
 LAYER = os.urandom(300_000)
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[ObservedStorage]:
-    async with open_storage(tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
 
 
 @pytest.fixture

@@ -14,20 +14,9 @@ from proxy.app import create_app
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobService, BlobStreamError
 
-from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, blob_call, files_under, open_storage
+from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, blob_call, files_under
 from .test_engine_blobs import APP, LAYER, MIRROR, Reader, pull
 from .test_engine_http import ServerFactory, hang_up_mid_blob
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[ObservedStorage]:
-    async with open_storage(tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
 
 
 class ObservedBlobService(BlobService):

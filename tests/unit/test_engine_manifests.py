@@ -12,7 +12,6 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator
 from operator import attrgetter
-from pathlib import Path
 
 import pytest
 from proxy.config.settings import CacheSettings
@@ -31,24 +30,12 @@ from .engine_fakes import (
     digest_of,
     flipped,
     manifest_call,
-    open_storage,
 )
 
 APP = Target("registry-a.test", "team/app")
 TTL, MAX_STALE = 300.0, 3600.0
 V1 = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [{"size": 1}]}).encode()
 V2 = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [{"size": 2}]}).encode()
-
-
-@pytest.fixture
-async def storage(tmp_path: Path) -> AsyncIterator[ObservedStorage]:
-    async with open_storage(tmp_path) as storage:
-        yield storage
-
-
-@pytest.fixture
-def upstream() -> FakeUpstream:
-    return FakeUpstream()
 
 
 @pytest.fixture
