@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -62,12 +63,45 @@ class _PartialBlob:
         await self._io.run(self._temp.unlink, missing_ok=True)
 
 
+class _SmallContent:
+    """Verified small content (manifests) kept in memory, bounded by total size, least recently used out first.
+
+    Warm manifest requests are the proxy's busiest path; from here they need
+    no file I/O and no hashing.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._used = 0
+        self._items: OrderedDict[tuple[ContentKind, Digest], bytes] = OrderedDict()
+
+    def get(self, key: tuple[ContentKind, Digest]) -> bytes | None:
+        data = self._items.get(key)
+        if data is not None:
+            self._items.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[ContentKind, Digest], data: bytes) -> None:
+        if len(data) > self._max_bytes // 16 or key in self._items:
+            return
+        self._items[key] = data
+        self._used += len(data)
+        while self._used > self._max_bytes:
+            self._used -= len(self._items.popitem(last=False)[1])
+
+    def discard(self, key: tuple[ContentKind, Digest]) -> None:
+        data = self._items.pop(key, None)
+        if data is not None:
+            self._used -= len(data)
+
+
 class FilesystemStorage:
-    def __init__(self, data_dir: Path, *, max_size: int) -> None:
+    def __init__(self, data_dir: Path, *, max_size: int, memory: int = 32 * 1024 * 1024) -> None:
         self.layout = Layout(data_dir)
         self._io = IoPool()
         self._content = ContentStore(self.layout, self._io, max_size=max_size)
         self._index = RepositoryIndex(self.layout, self._io)
+        self._small = _SmallContent(memory)
 
     async def start(self) -> None:
         await self._io.run(self._content.load)
@@ -84,6 +118,13 @@ class FilesystemStorage:
             yield opened
 
     async def read_small(self, kind: ContentKind, digest: Digest) -> bytes | None:
+        key = (kind, digest)
+        if self._content.size(kind, digest) is None:  # evicted or dropped: not served from memory either
+            self._small.discard(key)
+            return None
+        data = self._small.get(key)
+        if data is not None:
+            return data
         async with self._content.open(kind, digest) as opened:
             if opened is None:
                 return None
@@ -91,6 +132,7 @@ class FilesystemStorage:
         if not await _hashes_to(digest, data):
             await self._content.drop(kind, digest)
             return None
+        self._small.put(key, data)
         return data
 
     async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:

@@ -320,3 +320,16 @@ async def test_unreadable_tag_record_counts_as_unknown(new_storage: NewStorage, 
     path.parent.mkdir(parents=True)
     path.write_bytes(content)
     assert await storage.tag(QUAY, "latest") is None
+
+
+async def test_a_manifest_read_once_is_served_from_memory_until_it_leaves_the_cache(new_storage: NewStorage) -> None:
+    storage = await new_storage(max_size=40)
+    manifest = b'{"schemaVersion":2,"x":1}'
+    digest = digest_of(manifest)
+    await storage.put(MANIFEST, digest, manifest)
+    assert await storage.read_small(MANIFEST, digest) == manifest
+    storage.layout.content(MANIFEST, digest).unlink()
+    assert await storage.read_small(MANIFEST, digest) == manifest  # no file read for a warm manifest
+    await add(storage, b"b" * 40)  # evicts the manifest
+    assert storage.size(MANIFEST, digest) is None
+    assert await storage.read_small(MANIFEST, digest) is None
