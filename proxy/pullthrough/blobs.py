@@ -285,9 +285,11 @@ class BlobService:
             self._forget(digest, fetch)
             if isinstance(exc, Exception):
                 log.warning("fetch of %s from %s failed: %s", digest, target, exc)
-            fetch.finish(exc)
+            # Gone before readers learn of the failure, so nothing half-written
+            # outlives the response that reported it.
             if fetch.partial is not None:
                 await fetch.partial.discard()
+            fetch.finish(exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
