@@ -87,6 +87,7 @@ def _at_least(minimum: float) -> ValueType:
 
 
 _STRING = {"type": "string"}
+LISTEN = ValueType((str,), _STRING, _STRING, from_file=_listen)
 SIZE = ValueType((int,), {"type": "integer", "minimum": 0},
                  {"type": ["string", "integer"], "pattern": _SIZE_PATTERN, "minimum": 0},
                  from_file=lambda value, base: parse_size(value),
@@ -122,13 +123,17 @@ TLS = Group("tls", "HTTPS for the proxy: set both files", (
 _PUBLIC = "Serve it without the admin token"
 
 CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-proxy.yaml)", (
-    Field("listen", ValueType((str,), _STRING, _STRING, from_file=_listen), "host:port to serve on"),
+    Field("listen", LISTEN, "host:port to serve on"),
     Field("data_dir", PATH, "Cache and state"),
     SETTINGS,
     CACHE,
     ListOf("registries", "Upstream registries that need credentials or another address", REGISTRY_ENTRY),
     LOG,
-    Group("admin", "Admin API", (Field("token_file", PATH, "File holding the admin token"),), null_is_unset=True),
+    Group("admin", "Admin API", (
+        Field("token_file", PATH, "File holding the admin token"),
+        Field("listen", LISTEN, "host:port of a separate listener for the admin API, the status page and /metrics; "
+                                "unset: they share the registry's port"),
+    ), null_is_unset=True),
     Group("secrets", "Secrets at rest", (Field("key_file", PATH, "File holding the secret key"),), null_is_unset=True),
     TLS,
     Group("status", "The status page", (Field("public", FLAG, _PUBLIC),)),

@@ -58,6 +58,8 @@ class Settings:
     # Run-time settings the file names, normalised; seeded into the store at start.
     file_settings: Mapping[str, str] = field(default_factory=dict)
     admin_token_file: Path | None = None
+    # A listener of their own for the admin API, the status page and /metrics.
+    admin_listen: tuple[str, int] | None = None
     secret_key_file: Path | None = None
     tls: ServerTls | None = None
 
@@ -131,6 +133,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         metrics_public=metrics.get("public", defaults.metrics_public),
         file_settings=values.get("settings", {}),
         admin_token_file=values.get("admin", {}).get("token_file"),
+        admin_listen=values.get("admin", {}).get("listen"),
         secret_key_file=values.get("secrets", {}).get("key_file"),
         tls=_server_tls(values.get("tls", {})),
     )
