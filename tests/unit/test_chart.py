@@ -5,7 +5,9 @@ blocks balance, every include names a helper that exists, every .Values path
 exists, one resource per file. The plain YAML (Chart.yaml, values.yaml) is
 parsed, validated against values.schema.json, and the proxy config the chart
 renders by default is loaded with the proxy's own settings parser, so the
-chart cannot ship a config the proxy refuses.
+chart cannot ship a config the proxy refuses. Which ports a Service, Ingress
+or NetworkPolicy opens is read from the template with its if/with/range
+blocks decided for given values (``decide_blocks``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import string
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import trustme
 import yaml
 from aiohttp import web
 from proxy.api.health import setup_health_routes
 from proxy.api.metrics import setup_metrics_routes
+from proxy.cli.client import URL_ENV
 from proxy.config import settings as settings_module
 from proxy.config.schema import config_json_schema
 from proxy.config.settings import load_settings
@@ -48,16 +51,19 @@ OPTIONAL = {
 
 
 def _values() -> dict[str, Any]:
-    return yaml.safe_load((CHART / "values.yaml").read_text())
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return values
 
 
 def _schema() -> dict[str, Any]:
-    return json.loads((CHART / "values.schema.json").read_text())
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
 
 
 def _actions(text: str) -> list[str]:
     """The inside of every {{ ... }}; fails on a stray or unclosed delimiter."""
-    found, pos = [], 0
+    found: list[str] = []
+    pos = 0
     while True:
         start, stray = text.find("{{", pos), text.find("}}", pos)
         if stray != -1 and (start == -1 or stray < start):
@@ -105,19 +111,147 @@ def render_config(values: dict[str, Any]) -> dict[str, Any]:
     The defaults are read out of the helper itself, so this follows the
     template rather than a copy of it: keys .Values.config sets win; listen
     and data_dir are filled in when absent; tls.existingSecret adds the
-    mounted files under config.tls.
+    mounted files under config.tls; admin.listen is filled in from admin.port.
     """
     helper = _helper_text()
     listen = re.search(r'set \$config "listen" \(printf "([^"]+)" \(int \.Values\.containerPort\)\)', helper)
+    admin_listen = re.search(r'set \$admin "listen" \(printf "([^"]+)" \(int \.Values\.admin\.port\)\)', helper)
     data_dir = re.search(r'set \$config "data_dir" "([^"]+)"', helper)
     tls = re.search(r'dict "cert_file" "([^"]+)" "key_file" "([^"]+)"', helper)
-    assert listen and data_dir and tls, "the config helper no longer has the shape this test reads"
-    config = copy.deepcopy(values["config"])
+    assert listen and admin_listen and data_dir and tls, "the config helper no longer has the shape this test reads"
+    config: dict[str, Any] = copy.deepcopy(values["config"])
     config.setdefault("listen", listen[1].replace("%d", str(int(values["containerPort"]))))
+    config["admin"] = dict(config.get("admin") or {})
+    config["admin"].setdefault("listen", admin_listen[1].replace("%d", str(int(values["admin"]["port"]))))
     config.setdefault("data_dir", data_dir[1])
     if values["tls"]["existingSecret"]:
         config["tls"] = {"cert_file": tls[1], "key_file": tls[2], **(config.get("tls") or {})}
     return config
+
+
+_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
+_TOKEN = re.compile(r'\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+')
+_FUNCTIONS = ("or", "and", "not", "eq", "has", "list")
+_PATH = re.compile(r"\$|\.|\$?(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def decide_blocks(path: Path, values: dict[str, Any]) -> str:
+    """The template with its if/with/range blocks decided for these values.
+
+    A bare path ({{ .Values.x }}) and `toYaml <path> | nindent N` are filled
+    in; every other action stays as written, so a test reads what the chosen
+    branches hold. A condition may use paths (.Values.x, .x, $.x), string and
+    number literals, parentheses and or/and/not/eq/has/list; anything else
+    fails the test rather than being guessed at.
+    """
+    root = {"Values": values, "Release": {"Name": "registry-proxy", "Namespace": "default", "Service": "Helm"}}
+    return _decide(_ACTION.split(path.read_text()), 0, root, root, emit=True)[0]
+
+
+def _decide(parts: list[str], i: int, dot: Any, root: dict[str, Any], *, emit: bool) -> tuple[str, int]:
+    """The text from parts[i] (even: text, odd: an action) to the 'end' or 'else' closing this level."""
+    out: list[str] = []
+    while i < len(parts):
+        if i % 2 == 0:
+            out.append(parts[i])
+            i += 1
+            continue
+        action, keyword = parts[i], _keyword(parts[i])
+        if keyword in ("end", "else"):
+            break
+        i += 1
+        if keyword not in ("if", "with", "range"):
+            out.append(_fill(action, dot, root) if emit else "")
+            continue
+        # Blocks inside a branch not taken are skipped without evaluating them.
+        value: Any = _evaluate(action.split(None, 1)[1], dot, root) if emit else None
+        taken = emit and bool(value)
+        if keyword == "range" and taken:
+            items = list(value.values()) if isinstance(value, dict) else list(value)
+            out += [_decide(parts, i, item, root, emit=True)[0] for item in items]
+            i = _decide(parts, i, dot, root, emit=False)[1]
+        else:
+            body, i = _decide(parts, i, value if keyword == "with" else dot, root, emit=taken)
+            out.append(body)
+        while _keyword(parts[i]) == "else":
+            condition = parts[i].split(None, 1)[1:]
+            i += 1
+            assert not condition or condition[0].startswith("if "), f"unsupported: else {condition[0]}"
+            chosen = emit and not taken and (not condition or bool(_evaluate(condition[0][3:], dot, root)))
+            body, i = _decide(parts, i, dot, root, emit=chosen)
+            out.append(body)
+            taken = taken or chosen
+        assert _keyword(parts[i]) == "end"
+        i += 1
+    return "".join(out) if emit else "", i
+
+
+def _fill(action: str, dot: Any, root: dict[str, Any]) -> str:
+    if action.startswith("/*"):
+        return ""
+    if _PATH.fullmatch(action):
+        return str(_evaluate(action, dot, root))
+    to_yaml = re.fullmatch(r"toYaml (\S+) \| nindent ([0-9]+)", action)
+    if to_yaml and _PATH.fullmatch(to_yaml[1]):
+        text = yaml.safe_dump(_evaluate(to_yaml[1], dot, root), sort_keys=False).rstrip("\n")
+        return "\n" + "\n".join(" " * int(to_yaml[2]) + line for line in text.splitlines())
+    return f"{{{{ {action} }}}}"
+
+
+def manifest(name: str, values: dict[str, Any]) -> dict[str, Any] | None:
+    """The resource templates/<name> renders for these values, or None.
+
+    Actions left in a line read "<action>"; a line that is one action (an
+    include of labels, say) is dropped.
+    """
+    text = re.sub(r"(?m)^\s*\{\{[^\n]*\}\}\s*$", "", decide_blocks(TEMPLATES / name, values))
+    loaded = yaml.safe_load(re.sub(r"\{\{.*?\}\}", "<action>", text))
+    assert loaded is None or isinstance(loaded, dict)
+    return loaded
+
+
+def _evaluate(expression: str, dot: Any, root: dict[str, Any]) -> Any:
+    value, rest = _command(_TOKEN.findall(expression), dot, root)
+    assert not rest, f"cannot evaluate {expression!r}"
+    return value
+
+
+def _command(tokens: list[str], dot: Any, root: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A function and its arguments, or one operand; up to a ')' or the end."""
+    if not tokens or tokens[0] not in _FUNCTIONS:
+        return _operand(tokens, dot, root)
+    name, args, tokens = tokens[0], [], tokens[1:]
+    while tokens and tokens[0] != ")":
+        arg, tokens = _operand(tokens, dot, root)
+        args.append(arg)
+    if name == "or":
+        return next((arg for arg in args if arg), args[-1]), tokens
+    if name == "and":
+        return next((arg for arg in args if not arg), args[-1]), tokens
+    if name == "not":
+        return not args[0], tokens
+    if name == "eq":
+        return args[0] == args[1], tokens
+    if name == "has":
+        return args[0] in args[1], tokens
+    return args, tokens  # list
+
+
+def _operand(tokens: list[str], dot: Any, root: dict[str, Any]) -> tuple[Any, list[str]]:
+    token, tokens = tokens[0], tokens[1:]
+    if token == "(":
+        value, tokens = _command(tokens, dot, root)
+        assert tokens[:1] == [")"], "unbalanced parentheses"
+        return value, tokens[1:]
+    if token.startswith('"'):
+        return json.loads(token), tokens
+    if re.fullmatch(r"-?[0-9]+", token):
+        return int(token), tokens
+    assert _PATH.fullmatch(token), f"unsupported: {token!r}"
+    node = root if token.startswith("$") else dot
+    for field in token.lstrip("$").split(".")[1:] if token not in (".", "$") else []:
+        node = node.get(field) if isinstance(node, dict) else None
+    return node, tokens
 
 
 def _load(config: dict[str, Any], tmp_path: Path) -> settings_module.Settings:
@@ -289,6 +423,7 @@ def test_defaults_keep_one_replica_and_persistence() -> None:
     assert values["replicaCount"] == 1
     assert values["persistence"]["enabled"] is True
     assert values["service"]["port"] == values["containerPort"] == 5000
+    assert values["admin"]["port"] == values["admin"]["service"]["port"] == 5001
 
 
 # -- the config the chart renders, read by the proxy -----------------------------------------------------------
@@ -298,6 +433,7 @@ def test_default_config_loads_with_the_proxy_settings_parser(tmp_path: Path) -> 
     values = _values()
     settings = _load(render_config(values), tmp_path)
     assert settings.listen == "0.0.0.0:5000"
+    assert settings.admin_listen == ("0.0.0.0", 5001)
     assert settings.data_dir == Path("/data")
     assert settings.tls is None
     assert settings.metrics_public is True
@@ -350,7 +486,10 @@ def test_default_cache_fits_the_volume(tmp_path: Path) -> None:
 def test_env_names_are_the_ones_the_proxy_reads(tmp_path: Path) -> None:
     statefulset = (TEMPLATES / "statefulset.yaml").read_text()
     names = re.findall(r"- name: (REGISTRY_PROXY_\w+)", statefulset)
-    assert sorted(names) == sorted({ADMIN_TOKEN_ENV, KEY_ENV, "REGISTRY_PROXY_LISTEN", "REGISTRY_PROXY_DATA_DIR"})
+    assert sorted(names) == sorted({ADMIN_TOKEN_ENV, KEY_ENV, URL_ENV, "REGISTRY_PROXY_LISTEN", "REGISTRY_PROXY_DATA_DIR"})
+    # The admin commands run in the pod call the admin listener, not the default URL's port.
+    assert re.search(rf'- name: {URL_ENV}\n\s+value: \{{\{{ printf "%s://127\.0\.0\.1:%d" \(\$scheme \| lower\) '
+                     r"\(int \.Values\.admin\.port\) \| quote \}\}", statefulset)
     settings = load_settings(None, environ={"REGISTRY_PROXY_LISTEN": "0.0.0.0:5000",
                                             "REGISTRY_PROXY_DATA_DIR": str(tmp_path)})
     assert (settings.listen, settings.data_dir) == ("0.0.0.0:5000", tmp_path)
@@ -379,6 +518,8 @@ def test_probes_and_metrics_use_routes_the_proxy_serves() -> None:
     statefulset = (TEMPLATES / "statefulset.yaml").read_text()
     probed = set(re.findall(r"path: (/\S+)", statefulset))
     assert probed == {"/healthz", "/readyz"}
+    # On the registry port: the admin listener serves neither.
+    assert re.findall(r"path: /\w+\n\s+port: (\w+)", statefulset) == ["registry"] * 3
     assert probed <= served
     assert "path: /metrics" in (TEMPLATES / "servicemonitor.yaml").read_text()
     assert "/metrics" in served
@@ -392,3 +533,108 @@ def test_config_mount_is_the_file_the_proxy_is_started_with() -> None:
                      statefulset)
     # password_file: /etc/registry-proxy/secrets/<name> must find the credential files.
     assert "mountPath: /etc/registry-proxy/secrets\n" in statefulset
+
+
+# -- the admin port: admin API, status page and /metrics, kept off the network by default -------------------------
+
+
+def _ingress_rules(values: dict[str, Any]) -> list[dict[str, Any]]:
+    policy = manifest("networkpolicy.yaml", values)
+    assert policy is not None
+    rules: list[dict[str, Any]] = policy["spec"]["ingress"]
+    return rules
+
+
+def test_service_and_ingress_expose_only_the_registry_port() -> None:
+    values = _values()
+    values["ingress"]["enabled"] = True
+    assert manifest("service-admin.yaml", values) is None
+    # Opening the admin port elsewhere leaves these two as they are.
+    for admin_service in (False, True):
+        values["admin"]["service"]["enabled"] = values["serviceMonitor"]["enabled"] = admin_service
+        values["service"]["type"] = "LoadBalancer" if admin_service else "ClusterIP"
+        service, ingress = manifest("service.yaml", values), manifest("ingress.yaml", values)
+        assert service and ingress
+        assert [(port["name"], port["port"], port["targetPort"]) for port in service["spec"]["ports"]] == [
+            ("registry", values["service"]["port"], "registry")]
+        backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+        assert [backend["port"] for backend in backends] == [{"name": "registry"}]
+    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
+    assert re.findall(r"- name: (\w+)\n\s+containerPort: \{\{ (\S+) \}\}", statefulset) == [
+        ("registry", ".Values.containerPort"), ("admin", ".Values.admin.port")]
+
+
+def test_admin_service_is_opt_in_and_inside_the_cluster() -> None:
+    values = _values()
+    values["service"]["type"] = "NodePort"
+    values["admin"]["service"]["enabled"] = True
+    service = manifest("service-admin.yaml", values)
+    assert service is not None
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "admin", "port": values["admin"]["service"]["port"],
+                                         "targetPort": "admin", "protocol": "TCP"}]
+
+
+def test_config_listens_for_admin_on_the_admin_port(tmp_path: Path) -> None:
+    values = _values()
+    assert render_config(values)["admin"]["listen"] == f"0.0.0.0:{values['admin']['port']}"
+    values["admin"]["port"] = 6001
+    values["config"]["admin"] = {"token_file": "/data/admin-token"}
+    settings = _load(render_config(values), tmp_path)
+    assert settings.admin_listen == ("0.0.0.0", 6001)
+    assert settings.admin_token_file == Path("/data/admin-token")
+    values["config"]["admin"]["listen"] = "0.0.0.0:7001"
+    assert _load(render_config(values), tmp_path).admin_listen == ("0.0.0.0", 7001)
+    # One port cannot hold both listeners: the chart refuses to render it.
+    assert re.search(r'if eq \(int \.Values\.admin\.port\) \(int \.Values\.containerPort\) -\}\}\n\{\{- fail "',
+                     _helper_text())
+
+
+def test_network_policy_admits_the_admin_port_only_from_named_sources() -> None:
+    values = _values()
+    values["networkPolicy"]["enabled"] = True
+    registry_rule = {"ports": [{"port": values["containerPort"], "protocol": "TCP"}]}
+    assert _ingress_rules(values) == [registry_rule]
+    # A rule without `from` would admit everyone: no sources, no rule.
+    values["serviceMonitor"]["enabled"] = True
+    values["admin"]["networkPolicy"]["metricsFrom"] = []
+    assert _ingress_rules(values) == [registry_rule]
+
+    admin_port = [{"port": values["admin"]["port"], "protocol": "TCP"}]
+    ci = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ci"}}}
+    values["admin"]["networkPolicy"]["ingressFrom"] = [ci]
+    assert _ingress_rules(values) == [registry_rule, {"ports": admin_port, "from": [ci]}]
+    # Prometheus is admitted while the ServiceMonitor asks it to scrape.
+    scrapers = _values()["admin"]["networkPolicy"]["metricsFrom"]
+    assert scrapers, "the ServiceMonitor's scrapers are admitted by default"
+    values["admin"]["networkPolicy"]["metricsFrom"] = scrapers
+    assert _ingress_rules(values) == [registry_rule, {"ports": admin_port, "from": [ci, *scrapers]}]
+    values["serviceMonitor"]["enabled"] = False
+    values["admin"]["networkPolicy"]["ingressFrom"] = []
+    assert _ingress_rules(values) == [registry_rule]
+
+
+def test_service_monitor_scrapes_the_admin_port() -> None:
+    values = _values()
+    values["serviceMonitor"]["enabled"] = True
+    service = manifest("service-admin.yaml", values)
+    assert service is not None, "a ServiceMonitor finds its targets through a Service"
+    assert [port["name"] for port in service["spec"]["ports"]] == ["admin"]
+    monitor = (TEMPLATES / "servicemonitor.yaml").read_text()
+    assert re.findall(r"- port: (\S+)\n\s+path: (\S+)", monitor) == [("admin", "/metrics")]
+    # It selects the admin Service alone, by the component only that one carries.
+    selector = re.search(r"selector:\n\s+matchLabels:\n(.*?)\n  endpoints:", monitor, re.S)
+    assert selector and 'include "registry-proxy.selectorLabels"' in selector[1]
+    assert re.findall(r"app\.kubernetes\.io/component: (\S+)", selector[1]) == service["metadata"]["labels"][
+        "app.kubernetes.io/component"].split()
+    assert "app.kubernetes.io/component" not in (TEMPLATES / "service.yaml").read_text()
+
+
+def test_notes_reach_the_admin_api_through_a_port_forward() -> None:
+    notes = (TEMPLATES / "NOTES.txt").read_text()
+    assert "{{- $adminPort := int .Values.admin.port }}" in notes
+    forward = re.search(r"kubectl port-forward --namespace \{\{ \$ns \}\} pod/\{\{ \$fullname \}\}-0 "
+                        r"(\d+):\{\{ \$adminPort \}\}\n"
+                        r"\s+export REGISTRY_PROXY_URL=\{\{ \$scheme \}\}://127\.0\.0\.1:(\d+)\n", notes)
+    assert forward and forward[1] == forward[2]
+

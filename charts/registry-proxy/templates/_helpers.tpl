@@ -63,9 +63,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 The proxy's config.yaml, as YAML text: .Values.config with the chart's
 defaults filled in where it leaves them out.
 
-  listen    0.0.0.0:<containerPort>   every pod address, so Services and probes reach it
-  data_dir  /data                     the volume (PVC or emptyDir) mounted there
-  tls       cert_file/key_file        the mounted tls.existingSecret, when that is set
+  listen        0.0.0.0:<containerPort>   every pod address, so Services and probes reach it
+  admin.listen  0.0.0.0:<admin.port>      the admin API, status page and /metrics, apart
+                                          from the registry port the Service exposes
+  data_dir      /data                     the volume (PVC or emptyDir) mounted there
+  tls           cert_file/key_file        the mounted tls.existingSecret, when that is set
 
 A key that .Values.config does set wins. Callers that need single keys read
 it back with: include "registry-proxy.config" . | fromYaml
@@ -74,6 +76,14 @@ it back with: include "registry-proxy.config" . | fromYaml
 {{- $config := deepCopy .Values.config -}}
 {{- if not (hasKey $config "listen") -}}
 {{- $_ := set $config "listen" (printf "0.0.0.0:%d" (int .Values.containerPort)) -}}
+{{- end -}}
+{{- if eq (int .Values.admin.port) (int .Values.containerPort) -}}
+{{- fail "admin.port must differ from containerPort: the admin API has a listener of its own" -}}
+{{- end -}}
+{{- $admin := $config.admin | default dict -}}
+{{- if not (hasKey $admin "listen") -}}
+{{- $_ := set $admin "listen" (printf "0.0.0.0:%d" (int .Values.admin.port)) -}}
+{{- $_ := set $config "admin" $admin -}}
 {{- end -}}
 {{- if not (hasKey $config "data_dir") -}}
 {{- $_ := set $config "data_dir" "/data" -}}
@@ -85,7 +95,10 @@ it back with: include "registry-proxy.config" . | fromYaml
 {{- toYaml $config -}}
 {{- end -}}
 
-{{/* HTTPS when the rendered config serves TLS, else HTTP: for probes and the ServiceMonitor. */}}
+{{/*
+HTTPS when the rendered config serves TLS, else HTTP: for probes and the
+ServiceMonitor. Both listeners, registry and admin, serve with config.tls.
+*/}}
 {{- define "registry-proxy.scheme" -}}
 {{- $config := include "registry-proxy.config" . | fromYaml -}}
 {{- $tls := $config.tls | default dict -}}
