@@ -14,15 +14,19 @@ from aiohttp import web
 from proxy.api.accesslog import AccessLogger
 from proxy.api.admin import PREFIX, admin_app
 from proxy.api.health import setup_health_routes
+from proxy.api.listeners import split_listeners
 from proxy.api.metrics import new_observer, setup_metrics_routes, state_collector
+from proxy.api.pullauth import PULL_AUTH, PullAuth
+from proxy.api.pulltokens import TokenSigner
 from proxy.api.state import ADMIN_TOKEN, LIVE, OBSERVER, SERVICES, SETTINGS, Services
 from proxy.api.status import setup_status_routes
-from proxy.api.v2 import registry_app
+from proxy.api.v2 import registry_app, setup_token_route
 from proxy.config.runtime import SETTING_DEFAULTS
 from proxy.config.settings import Settings
 from proxy.directory import LiveState
 from proxy.humanize import ago, human_bytes, human_duration, until
 from proxy.pullthrough.blobs import BlobService
+from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
 from proxy.storage.filesystem import FilesystemStorage
@@ -30,6 +34,7 @@ from proxy.store.admin_token import resolve_admin_token
 from proxy.store.credentials import RegistryStore
 from proxy.store.crypto import SecretBox, load_key
 from proxy.store.db import Database
+from proxy.store.environments import EnvironmentStore
 from proxy.store.runtime_settings import SettingsStore
 from proxy.store.upstreams import UpstreamStore
 from proxy.upstream.client import UpstreamClient
@@ -42,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[split_listeners])
     app[SETTINGS] = settings
     app[OBSERVER] = new_observer(app)
     app.cleanup_ctx.append(_state)
@@ -50,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("proxy", "templates"), autoescape=True)
     env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
     app.add_subapp("/v2", registry_app())
+    setup_token_route(app)
     app.add_subapp(PREFIX, admin_app())
     setup_metrics_routes(app)
     setup_health_routes(app)
@@ -67,26 +73,31 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     db = Database(settings.data_dir / "state.db")
     await db.open()
     try:
-        box = SecretBox(await asyncio.to_thread(load_key, settings.key_file, os.environ))
+        secret_key = await asyncio.to_thread(load_key, settings.key_file, os.environ)
+        box = SecretBox(secret_key)
         live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db, SETTING_DEFAULTS),
-                         upstreams=UpstreamStore(db, box), configs=settings.registries)
-        await live.registries.sync_config(
-            {a: c.credential for a, c in settings.registries.items() if c.credential is not None})
+                         upstreams=UpstreamStore(db, box), environments=EnvironmentStore(db),
+                         configs=settings.registries)
+        await live.environments.sync_config(settings.environments)
+        await live.registries.sync_config(settings.credentials)
         await live.settings.seed({name: settings.file_settings.get(name) for name in SETTING_DEFAULTS})
         await live.reload()
         app[LIVE] = live
+        app[PULL_AUTH] = PullAuth(live, TokenSigner(secret_key), app[OBSERVER], external_url=settings.external_url)
         token = await asyncio.to_thread(resolve_admin_token, settings.admin_token_file, settings.data_dir,
                                         os.environ)
         app[ADMIN_TOKEN] = token
         log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
         # Renews minted credentials (ECR, GCR) ahead of expiry even when nobody pulls.
-        renewer = asyncio.create_task(live.minted.run())
+        background = [asyncio.create_task(live.minted.run()), asyncio.create_task(live.run_key_use_flusher())]
         try:
             yield
         finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await live.minted.aclose()
+            await live.flush_key_use()
     finally:
         await db.close()
 
@@ -99,12 +110,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     pools = open_pools()
     upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"),
                               observer=app[OBSERVER])
+    clearances = Clearances(ttl=settings.cache.tag_ttl, on_refused=app[OBSERVER].isolation_refusal)
     services = Services(
         router=Router(lambda: live.policy),
         upstream=upstream,
-        blobs=BlobService(storage=storage, upstream=upstream),
-        manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache),
+        blobs=BlobService(storage=storage, upstream=upstream, clearances=clearances),
+        manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
         storage=storage,
+        clearances=clearances,
     )
     app[SERVICES] = services
     app[OBSERVER].add_collector(state_collector(app))

@@ -7,7 +7,10 @@ Writes are serialised, so the snapshot always matches the last commit.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import TypeVar
 
 from proxy.config.settings import RegistryConfig, parse_whitelist
@@ -18,28 +21,73 @@ from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.routing import RoutingPolicy
 from proxy.reference import DOCKER_HUB, parse_address
 from proxy.store.credentials import RegistryRecord, RegistryStore, in_use
+from proxy.store.environments import EnvironmentRecord, EnvironmentStore
+from proxy.store.pullkeys import PullKeyRecord
 from proxy.store.runtime_settings import SettingsStore, SettingValue
 from proxy.store.upstreams import UpstreamRecord, UpstreamStore
 from proxy.upstream.endpoints import DOCKER_HUB_API, Credentials, Endpoint
 from proxy.upstream.tls import TlsOptions
 
-__all__ = ["LiveState"]
+__all__ = ["Admission", "LiveState"]
 
 T = TypeVar("T")
+
+# How often last-used times of pull keys reach the store.
+KEY_USE_FLUSH = 60.0
+
+
+class Admission:
+    """Which environment an anonymous client lands in, by its address.
+
+    The most specific ``anonymous_from`` network that holds the address
+    wins; an environment open to anonymous pulls from anywhere takes the
+    rest (`default` before the others, then by name).
+    """
+
+    def __init__(self, environments: list[EnvironmentRecord]) -> None:
+        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = []
+        anywhere = []
+        for env in environments:
+            if not env.anonymous_pull:
+                continue
+            if not env.anonymous_from:
+                anywhere.append(env.name)
+            self._networks += [(ipaddress.ip_network(net), env.name) for net in env.anonymous_from]
+        self._networks.sort(key=lambda pair: -pair[0].prefixlen)
+        self._anywhere = min(anywhere, key=lambda name: (name != "default", name), default=None)
+
+    def environment(self, remote: str | None) -> str | None:
+        try:
+            address = ipaddress.ip_address(remote or "")
+        except ValueError:
+            address = None
+        if address is not None:
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            for network, name in self._networks:
+                if address.version == network.version and address in network:
+                    return name
+        return self._anywhere
 
 
 class LiveState:
     """Implements the upstream's RegistryDirectory and the router's policy source."""
 
     def __init__(self, *, registries: RegistryStore, settings: SettingsStore, upstreams: UpstreamStore,
-                 configs: Mapping[str, RegistryConfig]) -> None:
+                 environments: EnvironmentStore, configs: Mapping[str, RegistryConfig]) -> None:
         self.registries = registries
+        self.environments = environments
         self.settings = settings
         self.upstreams = upstreams
         self._configs = dict(configs)
         self._lock = asyncio.Lock()
         self.records: list[RegistryRecord] = []
-        self.in_use: dict[str, RegistryRecord] = {}
+        self.in_use: dict[tuple[str, str], RegistryRecord] = {}
+        self.envs: dict[str, EnvironmentRecord] = {}
+        self.keys: dict[str, PullKeyRecord] = {}
+        self.admission = Admission([])
+        # Key id -> when it was last used, not yet written.
+        self._key_use: dict[str, float] = {}
         self.values: dict[str, SettingValue] = {}
         self.upstream_records: dict[str, UpstreamRecord] = {}
         self._known: frozenset[str] = frozenset()
@@ -50,11 +98,15 @@ class LiveState:
         records = await self.registries.all()
         values = await self.settings.all()
         upstreams = {u.address: u for u in await self.upstreams.all()}
+        envs = {e.name: e for e in await self.environments.all()}
+        keys = {k.id: k for k in await self.environments.keys()}
         for address, config in self._configs.items():
             if config.sets_upstream:
                 upstreams[address] = UpstreamRecord(address, config.endpoint, config.insecure, config.ca_cert,
                                                     config.client_cert, config.client_key, source="config")
         self.records, self.in_use, self.values = records, in_use(records), values
+        self.envs, self.admission = envs, Admission(list(envs.values()))
+        self.keys = {k: replace(key, last_used=self._key_use.get(k, key.last_used)) for k, key in keys.items()}
         self.minted.configure({
             f"cred:{r.id}": (r.address, build_minter(r.kind, r.address, r.password, r.options),
                              r.options.get("renew_margin"))
@@ -66,6 +118,24 @@ class LiveState:
         self.policy = RoutingPolicy(parse_address(default), whitelist)
         self._known = frozenset(set(self._configs) | set(upstreams) | {r.address for r in records}
                                 | set(whitelist) | {self.policy.default_registry})
+
+    def note_key_use(self, key_id: str) -> None:
+        """Remember that a key was just used; written to the store in batches."""
+        now = time.time()
+        key = self.keys.get(key_id)
+        if key is not None and (key.last_used is None or now - key.last_used > 1.0):
+            self.keys[key_id] = replace(key, last_used=now)
+            self._key_use[key_id] = now
+
+    async def flush_key_use(self) -> None:
+        used, self._key_use = self._key_use, {}
+        if used:
+            await self.environments.record_use(used)
+
+    async def run_key_use_flusher(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_USE_FLUSH)
+            await self.flush_key_use()
 
     async def ping(self) -> None:
         await self.settings.all()
@@ -99,17 +169,17 @@ class LiveState:
         config = self._configs.get(address)
         return config is not None and config.sets_upstream
 
-    def credential_id(self, registry: str) -> str:
-        record = self.in_use.get(registry)
+    def credential_id(self, environment: str, registry: str) -> str:
+        record = self.in_use.get((environment, registry))
         # The edit time is part of it: an edited credential (another user,
         # say) must revalidate what the old one could see, and get new tokens.
         return "" if record is None else f"cred:{record.id}@{record.updated:.6f}"
 
-    async def credentials(self, registry: str) -> Credentials | None:
-        record = self.in_use.get(registry)
+    async def credentials(self, environment: str, registry: str) -> Credentials | None:
+        record = self.in_use.get((environment, registry))
         if record is None:
             return None
-        access = self.credential_id(registry)
+        access = self.credential_id(environment, registry)
         if record.kind not in MINTED_KINDS:
             return None if record.password is None else Credentials(record.username, record.password, id=access)
         try:
@@ -118,8 +188,8 @@ class LiveState:
             raise RegistryError(ErrorCode.UNAUTHORIZED, f"no usable credentials for {registry}: {exc}") from None
         return Credentials(minted.username, minted.password, id=access, minted=True)
 
-    async def renew_credentials(self, registry: str) -> Credentials | None:
-        record = self.in_use.get(registry)
+    async def renew_credentials(self, environment: str, registry: str) -> Credentials | None:
+        record = self.in_use.get((environment, registry))
         if record is None or record.kind not in MINTED_KINDS:
             return None
         try:
@@ -128,9 +198,11 @@ class LiveState:
             return None
         if minted is None:
             return None
-        return Credentials(minted.username, minted.password, id=self.credential_id(registry), minted=True)
+        return Credentials(minted.username, minted.password, id=self.credential_id(environment, registry),
+                           minted=True)
 
-    def credential_note(self, registry: str) -> str | None:
-        if registry not in self.in_use and any(r.address == registry for r in self.records):
-            return f"the credential for {registry} is deactivated"
+    def credential_note(self, environment: str, registry: str) -> str | None:
+        if (environment, registry) not in self.in_use and any(
+                r.address == registry and r.environment == environment for r in self.records):
+            return f"the credential for {registry} in environment {environment} is deactivated"
         return None

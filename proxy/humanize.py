@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
-__all__ = ["ago", "human_bytes", "human_duration", "until"]
+__all__ = ["ago", "human_bytes", "human_duration", "timestamp", "until"]
+
+
+def timestamp(stamp: float) -> str:
+    """RFC 3339 in UTC to the second, as the admin API answers: 2026-12-03T17:31:41Z."""
+    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def human_bytes(value: float) -> str:

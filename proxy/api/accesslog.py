@@ -12,6 +12,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from proxy.api.metrics import REGISTRY
+from proxy.api.state import IDENTITY
 
 __all__ = ["AccessLogger"]
 
@@ -19,21 +20,24 @@ __all__ = ["AccessLogger"]
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         registry = request.get(REGISTRY) or "-"
+        identity = request.get(IDENTITY)
         entry = {
             "remote": request.remote or "-",
             "method": request.method,
             "path": request.path,
             "registry": registry,
-            "environment": "default",
+            "environment": identity.environment if identity else "-",
+            "key": (identity.key_id or "-") if identity else "-",
             "status": response.status,
             "bytes": response.body_length,
             "duration_ms": round(time * 1000, 1),
             "cache": response.headers.get("X-Registry-Proxy-Cache", "-"),
         }
         # The JSON formatter (log.format: json) takes the fields from `access`.
-        self.logger.info('%s "%s %s" %s %s %sms registry=%s env=%s cache=%s', entry["remote"], entry["method"],
-                         entry["path"], entry["status"], entry["bytes"], entry["duration_ms"], entry["registry"],
-                         entry["environment"], entry["cache"], extra={"access": entry})
+        self.logger.info('%s "%s %s" %s %s %sms registry=%s env=%s key=%s cache=%s', entry["remote"],
+                         entry["method"], entry["path"], entry["status"], entry["bytes"], entry["duration_ms"],
+                         entry["registry"], entry["environment"], entry["key"], entry["cache"],
+                         extra={"access": entry})
 
     @property
     def enabled(self) -> bool:

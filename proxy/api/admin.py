@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.api.admin_envs import setup_environment_routes
 from proxy.api.admin_input import read_body
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.auth import has_admin_token
@@ -25,6 +25,7 @@ from proxy.credentials.kinds import parse_credential, parse_edit
 from proxy.credentials.schema import FieldError
 from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
+from proxy.humanize import timestamp
 from proxy.store.credentials import ManagedByConfig, NotFound, RegistryRecord
 from proxy.store.runtime_settings import SettingValue
 
@@ -51,6 +52,7 @@ def admin_app() -> web.Application:
     r.add_get("/settings/{name}", show_setting)
     r.add_put("/settings/{name}", set_setting)
     setup_upstream_routes(app)
+    setup_environment_routes(app)
     return app
 
 
@@ -92,7 +94,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def list_registries(request: web.Request) -> web.Response:
     live = request.config_dict[LIVE]
-    return web.json_response({"registries": [_registry(live, r) for r in live.records]})
+    environment = request.query.get("environment")
+    return web.json_response({"registries": [_registry(live, r) for r in live.records
+                                             if environment is None or r.environment == environment]})
 
 
 async def add_registry(request: web.Request) -> web.Response:
@@ -103,9 +107,12 @@ async def add_registry(request: web.Request) -> web.Response:
     except FieldError as exc:
         raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
     live = request.config_dict[LIVE]
-    record = await live.change(lambda: live.registries.add(
+    if given.environment not in live.envs:
+        raise ApiError(ApiErrorCode.INVALID, f"no environment {given.environment!r}: create it first",
+                       field="environment")
+    record = await _write(live, lambda: live.registries.add(
         address=address, email=given.email, username=given.username, password=given.secret, kind=given.kind,
-        options=given.options))
+        options=given.options, environment=given.environment))
     return web.json_response(_registry(live, record), status=201,
                              headers={"Location": f"{PREFIX}/registries/{record.id}"})
 
@@ -122,6 +129,9 @@ async def edit_registry(request: web.Request) -> web.Response:
     if "address" in body and body["address"] != record.address:
         raise ApiError(ApiErrorCode.INVALID, "the address of a credential cannot change: delete this credential "
                        "and add a new one for the new address", field="address")
+    if "environment" in body and body["environment"] != record.environment:
+        raise ApiError(ApiErrorCode.INVALID, "a credential stays in its environment: add a new one in the other "
+                       "environment", field="environment")
     try:
         given = parse_edit(record, body)
     except FieldError as exc:
@@ -167,27 +177,29 @@ async def _write(live: LiveState, work: Any) -> RegistryRecord:
         result: RegistryRecord = await live.change(work)
         return result
     except NotFound:
-        raise ApiError(ApiErrorCode.NOT_FOUND, "that registry credential no longer exists", field="id") from None
+        raise ApiError(ApiErrorCode.NOT_FOUND, "that registry credential, or its environment, no longer exists",
+                       field="id") from None
     except ManagedByConfig:
         raise ApiError(ApiErrorCode.CONFLICT, "this credential is managed by the config file: change it there "
                        "and restart", field="id") from None
 
 
 def _registry(live: LiveState, record: RegistryRecord) -> dict[str, Any]:
-    chosen = live.in_use.get(record.address)
+    chosen = live.in_use.get((record.environment, record.address))
     view: dict[str, Any] = {
-        "id": record.id, "address": record.address, "kind": record.kind, "email": record.email,
+        "id": record.id, "address": record.address, "environment": record.environment, "kind": record.kind,
+        "email": record.email,
         "username": record.username, "state": record.state, "in_use": chosen is not None and chosen.id == record.id,
-        "source": record.source, "created": _time(record.created), "updated": _time(record.updated),
+        "source": record.source, "created": timestamp(record.created), "updated": timestamp(record.updated),
     }
     view.update(record.options)
     state = live.minted.states.get(f"cred:{record.id}")
     if state is not None:
         # When and how the proxy minted it; never the token itself.
         view["token"] = {
-            "minted_at": _time(state.minted_at) if state.minted_at else None,
-            "expires_at": _time(state.minted.expires_at) if state.minted and state.minted.expires_at else None,
-            "next_refresh": _time(state.refresh_at) if state.refresh_at else None,
+            "minted_at": timestamp(state.minted_at) if state.minted_at else None,
+            "expires_at": timestamp(state.minted.expires_at) if state.minted and state.minted.expires_at else None,
+            "next_refresh": timestamp(state.refresh_at) if state.refresh_at else None,
             "last_result": state.last_result, "failures": state.failures, "mints": state.mints,
         }
     return view
@@ -228,8 +240,4 @@ def _setting_name(request: web.Request) -> str:
 
 def _setting(value: SettingValue) -> dict[str, Any]:
     return {"name": value.name, "value": value.value, "source": value.source,
-            "updated": None if value.updated is None else _time(value.updated)}
-
-
-def _time(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            "updated": None if value.updated is None else timestamp(value.updated)}

@@ -18,7 +18,8 @@ __all__ = ["serve_blob"]
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 
 
-async def serve_blob(request: web.Request, services: Services, target: Target, digest: Digest) -> web.StreamResponse:
+async def serve_blob(request: web.Request, services: Services, target: Target, digest: Digest, *,
+                     env: str) -> web.StreamResponse:
     headers = {
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',
@@ -29,14 +30,14 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
     }
     observer = request.config_dict[OBSERVER]
     if request.method == "HEAD":
-        size, result = await services.blobs.stat(target, digest)
+        size, result = await services.blobs.stat(target, digest, env=env)
         observer.cache_result(EndpointKind.BLOB, result, target.registry)
         headers["X-Registry-Proxy-Cache"] = result.value
         if size is not None:
             headers["Content-Length"] = str(size)
         return web.Response(status=200, headers=headers)
 
-    async with services.blobs.open(target, digest) as body:
+    async with services.blobs.open(target, digest, env=env) as body:
         headers["X-Registry-Proxy-Cache"] = body.result.value
         status, start, end = 200, 0, body.size
         wanted = _parse_range(request.headers.get("Range"), body.size)

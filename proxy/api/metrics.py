@@ -105,4 +105,4 @@ def state_collector(app: web.Application) -> StateCollector:
 
 
 def new_observer(app: web.Application) -> Observer:
-    return Observer(lambda: app[LIVE].known_registries())
+    return Observer(lambda: app[LIVE].known_registries(), lambda: app[LIVE].envs)

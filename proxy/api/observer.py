@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,10 @@ class UpstreamState:
 
 
 class Observer:
-    def __init__(self, known_registries: Callable[[], Iterable[str]]) -> None:
+    def __init__(self, known_registries: Callable[[], Iterable[str]],
+                 environments: Callable[[], Collection[str]] = lambda: ()) -> None:
         self._known = known_registries
+        self._environments = environments
         self.registry = CollectorRegistry(auto_describe=True)
         self.started = time.time()
         self.upstreams: dict[str, UpstreamState] = {}
@@ -59,6 +61,14 @@ class Observer:
         self.upstream_duration = Histogram("registry_proxy_upstream_request_duration_seconds",
                                            "Time to an upstream's response headers", ["registry"], registry=r,
                                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.environment_requests = Counter("registry_proxy_environment_requests",
+                                            "Registry API requests admitted, by the client's environment",
+                                            ["environment"], registry=r)
+        self.auth_failures = Counter("registry_proxy_auth_failures", "Client authentication refused, by the "
+                                     "environment of the key named (unknown: none) and why",
+                                     ["environment", "reason"], registry=r)
+        self.isolation_refusals = Counter("registry_proxy_isolation_refusals", "Cached content the upstream did not "
+                                          "clear an environment to read", ["environment"], registry=r)
         self.inflight = Gauge("registry_proxy_inflight_requests", "Registry API requests being answered",
                               registry=r)
 
@@ -66,6 +76,22 @@ class Observer:
         if registry is None:
             return "none"
         return registry if registry in set(self._known()) else OTHER
+
+    def environment_label(self, environment: str | None) -> str:
+        # Environments are the admin's to create, so their names are bounded; a
+        # token for one deleted since folds into "other".
+        if environment is None:
+            return "unknown"
+        return environment if environment in self._environments() else OTHER
+
+    def environment_request(self, environment: str) -> None:
+        self.environment_requests.labels(self.environment_label(environment)).inc()
+
+    def auth_failure(self, environment: str | None, reason: str) -> None:
+        self.auth_failures.labels(self.environment_label(environment), reason).inc()
+
+    def isolation_refusal(self, environment: str) -> None:
+        self.isolation_refusals.labels(self.environment_label(environment)).inc()
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from proxy.config.connection import UPSTREAM_CHANGE
+from proxy.config.environments import ENVIRONMENT_BODY, ENVIRONMENT_EDIT, KEY_BODY
 from proxy.config.runtime import SETTINGS
 from proxy.credentials.fields import CREDENTIAL, CREDENTIAL_EDIT, VISIBLE_FIELDS
 from proxy.credentials.schema import body_schema, field_schema
@@ -36,6 +37,8 @@ _STRING = {"type": "string"}
 _NULLABLE = {"type": ["string", "null"]}
 _SETTING_CHANGE = {"type": "object", "additionalProperties": False, "required": ["value"], "properties": {
     "value": {"anyOf": [field_schema(setting) for setting in SETTINGS.fields]}}}
+_ENV = [{"name": "name", "in": "path", "required": True, "schema": _STRING, "description": "environment name"}]
+_KEY_ID = [{"name": "id", "in": "path", "required": True, "schema": _STRING, "description": "pull key id"}]
 _ADDRESS = [{"name": "address", "in": "path", "required": True, "schema": {"type": "string"},
              "description": "registry address, host[:port]"}]
 
@@ -78,6 +81,50 @@ OPENAPI: dict[str, Any] = {
             "parameters": _ID,
             "post": {"summary": "Stop using this credential at once", "responses": {
                 "200": _json(_ref("Registry"), "deactivated"), "401": _ERRORS["401"], "404": _ERRORS["404"],
+                "409": _ERRORS["409"]}},
+        },
+        "/api/v1/environments": {
+            "get": {"summary": "List environments", "responses": {"200": _json({"type": "object", "properties": {
+                "environments": {"type": "array", "items": _ref("Environment")}}}, "all environments"),
+                "401": _ERRORS["401"]}},
+            "post": {"summary": "Create an environment",
+                     "requestBody": {"required": True,
+                                     "content": {"application/json": {"schema": _ref("NewEnvironment")}}},
+                     "responses": {"201": _json(_ref("Environment"), "created"), "400": _ERRORS["400"],
+                                   "401": _ERRORS["401"], "409": _json(_ref("Error"), "the name is taken"),
+                                   "415": _ERRORS["415"]}},
+        },
+        "/api/v1/environments/{name}": {
+            "parameters": _ENV,
+            "get": {"summary": "Show an environment", "responses": {
+                "200": _json(_ref("Environment"), "the environment"), "401": _ERRORS["401"], "404": _ERRORS["404"]}},
+            "patch": {"summary": "Change what an environment admits anonymously",
+                      "requestBody": {"required": True,
+                                      "content": {"application/json": {"schema": _ref("EnvironmentChange")}}},
+                      "responses": {"200": _json(_ref("Environment"), "changed"), **_ERRORS}},
+            "delete": {"summary": "Delete an environment; refused while it has credentials or keys, unless forced",
+                       "parameters": [{"name": "force", "in": "query", "schema": {"type": "boolean"},
+                                       "description": "delete its credentials and keys with it"}],
+                       "responses": {"204": {"description": "deleted"}, "401": _ERRORS["401"],
+                                     "404": _ERRORS["404"],
+                                     "409": _json(_ref("Error"), "has credentials or keys, is `default`, or is "
+                                                                 "managed by the config file")}},
+        },
+        "/api/v1/environments/{name}/keys": {
+            "parameters": _ENV,
+            "get": {"summary": "List an environment's pull keys (never their secrets)", "responses": {
+                "200": _json({"type": "object", "properties": {"keys": {"type": "array", "items": _ref("PullKey")}}},
+                             "the keys"), "401": _ERRORS["401"], "404": _ERRORS["404"]}},
+            "post": {"summary": "Create a pull key; its secret is in this answer and never again",
+                     "requestBody": {"required": False,
+                                     "content": {"application/json": {"schema": _ref("NewPullKey")}}},
+                     "responses": {"201": _json({"allOf": [_ref("PullKey"), {"type": "object", "properties": {
+                         "secret": {**_STRING, "description": "shown once"}}}]}, "created"), **_ERRORS}},
+        },
+        "/api/v1/environments/{name}/keys/{id}": {
+            "parameters": _ENV + _KEY_ID,
+            "delete": {"summary": "Revoke a pull key; its tokens stop working at once", "responses": {
+                "204": {"description": "revoked"}, "401": _ERRORS["401"], "404": _ERRORS["404"],
                 "409": _ERRORS["409"]}},
         },
         "/api/v1/settings": {
@@ -137,6 +184,20 @@ OPENAPI: dict[str, Any] = {
                                          "mints": {"type": "integer"}}}}},
             "NewRegistry": body_schema(CREDENTIAL),
             "RegistryEdit": body_schema(CREDENTIAL_EDIT),
+            "Environment": {"type": "object", "properties": {
+                "name": _STRING, "anonymous_pull": {"type": "boolean"},
+                "anonymous_from": {"type": "array", "items": _STRING}, "source": {"enum": ["api", "config"]},
+                "created": {"type": "string", "format": "date-time"},
+                "updated": {"type": "string", "format": "date-time"},
+                "registries": {"type": "integer", "description": "credentials it owns"},
+                "keys": {"type": "integer", "description": "pull keys it has"}}},
+            "NewEnvironment": body_schema(ENVIRONMENT_BODY),
+            "EnvironmentChange": body_schema(ENVIRONMENT_EDIT),
+            "PullKey": {"type": "object", "properties": {
+                "id": _STRING, "environment": _STRING, "source": {"enum": ["api", "config"]},
+                "created": {"type": "string", "format": "date-time"},
+                "last_used": {"type": ["string", "null"], "format": "date-time"}}},
+            "NewPullKey": body_schema(KEY_BODY),
             "Setting": {"type": "object", "properties": {
                 "name": _STRING, "value": _STRING, "source": {"enum": ["default", "config", "api"]},
                 "updated": {"type": ["string", "null"], "format": "date-time"},

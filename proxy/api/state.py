@@ -7,16 +7,18 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.api.observer import Observer
+from proxy.api.pulltokens import Identity
 from proxy.config.settings import Settings
 from proxy.directory import LiveState
 from proxy.pullthrough.blobs import BlobService
+from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
 from proxy.storage.base import Storage
 from proxy.store.admin_token import AdminToken
 from proxy.upstream.client import UpstreamClient
 
-__all__ = ["ADMIN_TOKEN", "LIVE", "OBSERVER", "SERVICES", "SETTINGS", "Services"]
+__all__ = ["ADMIN_TOKEN", "IDENTITY", "LIVE", "OBSERVER", "SERVICES", "SETTINGS", "Services"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Services:
     blobs: BlobService
     manifests: ManifestService
     storage: Storage
+    clearances: Clearances
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,3 +36,5 @@ SERVICES = web.AppKey("services", Services)
 LIVE = web.AppKey("live", LiveState)
 ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)
 OBSERVER = web.AppKey("observer", Observer)
+# Set by the /v2 sub-application on every request it lets through; read by handlers and the access log.
+IDENTITY = web.RequestKey("identity", Identity)

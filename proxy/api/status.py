@@ -17,6 +17,8 @@ from proxy.api.auth import require_admin
 from proxy.api.health import readiness
 from proxy.api.observer import OTHER
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
+from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
+from proxy.store.environments import EnvironmentRecord
 
 __all__ = ["setup_status_routes", "status_data"]
 
@@ -57,7 +59,7 @@ async def status_data(app: web.Application) -> dict[str, Any]:
         "ready": all(value == "ok" for value in checks.values()),
         "checks": checks,
         "settings": {name: {"value": value.value, "source": value.source} for name, value in live.values.items()},
-        "environments": [{"name": "default", "registries": _registries(app, now)}],
+        "environments": [_environment(app, env, now) for env in live.envs.values()],
         "cache": {
             "used_bytes": stats.used, "max_bytes": stats.max_size,
             "blobs": stats.blobs, "manifests": stats.manifests,
@@ -69,14 +71,29 @@ async def status_data(app: web.Application) -> dict[str, Any]:
     }
 
 
-def _registries(app: web.Application, now: float) -> list[dict[str, Any]]:
+def _environment(app: web.Application, env: EnvironmentRecord, now: float) -> dict[str, Any]:
+    live = app[LIVE]
+    return {
+        "name": env.name, "anonymous_pull": env.anonymous_pull, "anonymous_from": list(env.anonymous_from),
+        "source": env.source,
+        "registries": _registries(app, env.name, now),
+        # Never a secret, nor its hash.
+        "keys": [{"id": k.id, "source": k.source, "created": k.created, "last_used": k.last_used}
+                 for k in live.keys.values() if k.environment == env.name],
+    }
+
+
+def _registries(app: web.Application, environment: str, now: float) -> list[dict[str, Any]]:
     live, observer = app[LIVE], app[OBSERVER]
+    mine = [r for r in live.records if r.environment == environment]
     # observer.upstreams is keyed by label: known registries, plus "other".
-    addresses = sorted(live.known_registries() | set(observer.upstreams) | {r.address for r in live.records})
+    # Every environment pulls through them all; the others list only their own.
+    addresses = sorted(live.known_registries() | set(observer.upstreams) | {r.address for r in mine}
+                       if environment == DEFAULT_ENVIRONMENT else {r.address for r in mine})
     rows = []
     for address in addresses:
-        records = [r for r in live.records if r.address == address]
-        chosen = live.in_use.get(address)
+        records = [r for r in mine if r.address == address]
+        chosen = live.in_use.get((environment, address))
         upstream = observer.upstreams.get(address)
         row: dict[str, Any] = {
             "address": address,

@@ -17,14 +17,15 @@ from aiohttp.typedefs import Handler
 
 from proxy.api.blobs import serve_blob
 from proxy.api.metrics import ENDPOINT, REGISTRY, observe_requests
-from proxy.api.state import OBSERVER, SERVICES
+from proxy.api.pullauth import PULL_AUTH, REALM_PATH, token
+from proxy.api.state import IDENTITY, OBSERVER, SERVICES
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.ports import CacheResult
 from proxy.pullthrough.tags import list_tags
 from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
 from proxy.upstream.endpoints import EndpointKind
 
-__all__ = ["registry_app", "render"]
+__all__ = ["registry_app", "render", "setup_token_route"]
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,25 @@ _ENDPOINTS = {"blobs": EndpointKind.BLOB, "manifests": EndpointKind.MANIFEST}
 
 def registry_app() -> web.Application:
     """The /v2 sub-application: every answer, errors included, in the registry's shape."""
-    app = web.Application(middlewares=[observe_requests, registry_errors])
+    app = web.Application(middlewares=[observe_requests, registry_errors, authenticate])
     app.on_response_prepare.append(_add_api_version)
     app.router.add_route("*", "", ping)
     app.router.add_route("*", "/", ping)
     app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
+
+
+def setup_token_route(app: web.Application) -> None:
+    """The token realm, beside /v2 rather than under it: clients fetch tokens there before they have one."""
+    app.router.add_route("GET", REALM_PATH, _token)
+    app.router.add_route("POST", REALM_PATH, _token)
+
+
+async def _token(request: web.Request) -> web.Response:
+    try:
+        return await token(request)
+    except RegistryError as err:
+        return render(request, err)
 
 
 def render(request: web.Request, err: RegistryError) -> web.Response:
@@ -67,6 +81,14 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
         return render(request, RegistryError(ErrorCode.INTERNAL))
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    identity = await request.config_dict[PULL_AUTH].identify(request, ping=request.path in ("/v2", "/v2/"))
+    request[IDENTITY] = identity
+    request.config_dict[OBSERVER].environment_request(identity.environment)
+    return await handler(request)
 
 
 async def _add_api_version(request: web.Request, response: web.StreamResponse) -> None:
@@ -101,18 +123,19 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             observer.whitelist_denials.labels(observer.label(err.detail["registry"])).inc()
         raise
     request[REGISTRY] = target.registry
+    env = request[IDENTITY].environment
     if match["kind"] == "blobs":
-        return await serve_blob(request, services, target, _digest(match["ref"]))
+        return await serve_blob(request, services, target, _digest(match["ref"]), env=env)
     if match["kind"] == "manifests":
-        return await _manifest(request, target, match["ref"])
-    return await _tags(request, target, name, ns)
+        return await _manifest(request, target, match["ref"], env)
+    return await _tags(request, target, name, ns, env)
 
 
-async def _manifest(request: web.Request, target: Target, ref: str) -> web.Response:
+async def _manifest(request: web.Request, target: Target, ref: str, env: str) -> web.Response:
     services = request.config_dict[SERVICES]
     reference: str | Digest = _digest(ref) if ":" in ref else _tag(ref)
     accept = ", ".join(request.headers.getall("Accept", [])) or None
-    manifest = await services.manifests.get(target, reference, accept=accept,
+    manifest = await services.manifests.get(target, reference, env=env, accept=accept,
                                             head=request.method == "HEAD")
     observer = request.config_dict[OBSERVER]
     observer.cache_result(EndpointKind.MANIFEST, manifest.cache, target.registry)
@@ -132,11 +155,11 @@ async def _manifest(request: web.Request, target: Target, ref: str) -> web.Respo
     return web.Response(status=200, body=manifest.body, headers=headers)
 
 
-async def _tags(request: web.Request, target: Target, name: str, ns: str | None) -> web.Response:
+async def _tags(request: web.Request, target: Target, name: str, ns: str | None, env: str) -> web.Response:
     n = request.query.get("n")
     if n is not None and not _PAGE_SIZE.fullmatch(n):
         raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"n={n[:20]!r} is not a number from 0 to 999999")
-    page = await list_tags(request.config_dict[SERVICES].upstream, target, n=None if n is None else int(n),
+    page = await list_tags(request.config_dict[SERVICES].upstream, target, env=env, n=None if n is None else int(n),
                            last=request.query.get("last"))
     headers = {}
     if page.next_query is not None:

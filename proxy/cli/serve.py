@@ -86,19 +86,24 @@ def _healthcheck(settings: Settings) -> int:
         return 1
 
 
-def _bind(settings: Settings) -> socket.socket:
+def _bind(host: str, port: int, key: str) -> socket.socket:
     try:
-        family = socket.getaddrinfo(settings.listen_host, settings.listen_port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((settings.listen_host, settings.listen_port), family=family, backlog=1024)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
-        raise SettingsError(f"Config 'listen' has value '{settings.listen}': {reason}") from None
+        raise SettingsError(f"Config '{key}' has value '{_joined(host, port)}': {reason}") from None
+
+
+def _joined(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def _serve(settings: Settings) -> None:
     # Bind before the app starts, so a taken port fails before anything is
     # created in the data directory.
-    sock = _bind(settings)
+    sock = _bind(settings.listen_host, settings.listen_port, "listen")
+    admin_sock = None if settings.admin_listen is None else _bind(*settings.admin_listen, "admin.listen")
     reloader = None
     if settings.tls is not None:
         try:
@@ -115,8 +120,12 @@ async def _serve(settings: Settings) -> None:
     runner = create_runner(settings)
     await runner.setup()
     await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
-    log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__,
-             "https" if reloader else "http", settings.listen, settings.data_dir)
+    scheme = "https" if reloader else "http"
+    log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__, scheme, settings.listen,
+             settings.data_dir)
+    if admin_sock is not None and settings.admin_listen is not None:
+        await web.SockSite(runner, admin_sock, ssl_context=reloader.context if reloader else None).start()
+        log.info("admin API, status page and /metrics on %s://%s", scheme, _joined(*settings.admin_listen))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

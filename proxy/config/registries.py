@@ -18,8 +18,12 @@ from proxy.credentials.certs import check_client_pair
 from proxy.credentials.fields import CREDENTIAL, SECRET_FILES
 from proxy.credentials.kinds import CredentialInput, parse_credential
 from proxy.credentials.schema import FieldError
+from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 __all__ = ["RegistryConfig", "registries_from"]
+
+# (environment, address): each environment has its own credential for an address.
+CredentialKey = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,15 @@ class RegistryConfig:
         return bool(self.endpoint or self.insecure or self.ca_cert or self.client_cert)
 
 
-def registries_from(entries: list[dict[str, Any]]) -> dict[str, RegistryConfig]:
-    """The entries as read, keyed by address; a later entry for an address replaces the earlier one.
+def registries_from(entries: list[dict[str, Any]]) -> tuple[dict[str, RegistryConfig],
+                                                             dict[CredentialKey, CredentialInput]]:
+    """How to reach each address, and the credentials by (environment, address).
 
-    So an override can be appended without editing the original entry.
+    A later entry for an address (and environment) replaces the earlier one,
+    so an override can be appended without editing the original entry.
     """
     out: dict[str, RegistryConfig] = {}
+    credentials: dict[CredentialKey, CredentialInput] = {}
     for i, entry in enumerate(entries):
         key = f"registries[{i}]"
         if (entry.get("client_cert") is None) != (entry.get("client_key") is None):
@@ -54,6 +61,9 @@ def registries_from(entries: list[dict[str, Any]]) -> dict[str, RegistryConfig]:
                 check_client_pair(entry["client_cert"], entry["client_key"])
             except ValueError as exc:
                 raise SettingsError(f"Config '{key}' has unusable TLS files: {exc}.") from None
+        credential = _credential(key, entry)
+        if credential is not None:
+            credentials[(credential.environment, entry["address"])] = credential
         out[entry["address"]] = RegistryConfig(
             address=entry["address"],
             endpoint=entry.get("endpoint"),
@@ -61,9 +71,9 @@ def registries_from(entries: list[dict[str, Any]]) -> dict[str, RegistryConfig]:
             ca_cert=entry.get("ca_cert"),
             client_cert=entry.get("client_cert"),
             client_key=entry.get("client_key"),
-            credential=_credential(key, entry),
+            credential=credential,
         )
-    return out
+    return out, credentials
 
 
 def _credential(key: str, entry: Mapping[str, Any]) -> CredentialInput | None:
@@ -72,11 +82,14 @@ def _credential(key: str, entry: Mapping[str, Any]) -> CredentialInput | None:
         secret_file = SECRET_FILES.get(name)
         if secret_file is not None and secret_file.name in entry:
             body[name] = entry[secret_file.name]
-        elif name in entry and name != "address":
+        elif name in entry and name not in ("address", "environment"):
             body[name] = entry[name]
     kind = body.setdefault("kind", "basic")
     if kind == "basic" and "username" not in body and "password" not in body:
+        if "environment" in entry:
+            raise SettingsError(f"Config '{key}.environment' is set, but the entry has no credential to give it.")
         return None
+    body["environment"] = entry.get("environment", DEFAULT_ENVIRONMENT)
     try:
         return parse_credential(body, address=entry["address"])
     except FieldError as exc:

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config.connection import CA_CERT, CLIENT_CERT, CLIENT_KEY, ENDPOINT, INSECURE
+from proxy.config.environments import ENVIRONMENT_ENTRY
 from proxy.config.runtime import SETTINGS
 from proxy.credentials.fields import (
     ACCESS_KEY_ID,
     ADDRESS_FIELD,
     AWS_ENDPOINT_URL,
     EMAIL,
+    ENVIRONMENT,
     KIND,
     MODE,
     PASSWORD,
@@ -65,6 +67,13 @@ def _listen(value: Any, base: Path) -> tuple[str, int]:
     return (match["v6"] or match["host"] or "0.0.0.0"), int(match["port"])
 
 
+def _external_url(value: Any, base: Path) -> str:
+    written = text(value).rstrip("/")
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?", written):
+        raise Invalid("Use the URL clients reach the proxy at, e.g. https://proxy.example.com.")
+    return written
+
+
 def _choice(values: tuple[str, ...]) -> ValueType:
     def choose(value: Any, base: Path) -> str:
         chosen = text(value).lower()
@@ -102,7 +111,7 @@ CACHE = Group("cache", "Cache bounds and freshness", (
     Field("max_manifest_size", SIZE, "Larger manifests are refused"),
     Field("min_free", SIZE, "/readyz fails when less than this is free where the cache lives"),
 ))
-_ENTRY_FIELDS = (ADDRESS_FIELD, ENDPOINT, USERNAME, PASSWORD, SECRET_FILES["password"], EMAIL, INSECURE, CA_CERT,
+_ENTRY_FIELDS = (ADDRESS_FIELD, ENVIRONMENT, ENDPOINT, USERNAME, PASSWORD, SECRET_FILES["password"], EMAIL, INSECURE, CA_CERT,
                  CLIENT_CERT, CLIENT_KEY, KIND, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SECRET_FILES["secret_access_key"],
                  ROLE_ARN, AWS_ENDPOINT_URL, RENEW_MARGIN, SECRET_FILES["json_key"], MODE)
 REGISTRY_ENTRY = Group(
@@ -125,9 +134,15 @@ _PUBLIC = "Serve it without the admin token"
 CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-proxy.yaml)", (
     Field("listen", LISTEN, "host:port to serve on"),
     Field("data_dir", PATH, "Cache and state"),
+    Field("external_url", ValueType((str,), _STRING, {"type": "string", "pattern": "^https?://"},
+                                    from_file=_external_url),
+          "The URL clients reach the proxy at behind an ingress or load balancer; the token realm is built from it. "
+          "Unset: from the address each client used"),
     SETTINGS,
     CACHE,
     ListOf("registries", "Upstream registries that need credentials or another address", REGISTRY_ENTRY),
+    ListOf("environments", "Environments (tenants) with their pull keys; `default` exists without being listed",
+           ENVIRONMENT_ENTRY),
     LOG,
     Group("admin", "Admin API", (
         Field("token_file", PATH, "File holding the admin token"),

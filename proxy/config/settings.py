@@ -17,10 +17,13 @@ from typing import Any
 
 import yaml
 
-from proxy.config.registries import RegistryConfig, registries_from
+from proxy.config.environments import EnvironmentConfig, environments_from
+from proxy.config.registries import CredentialKey, RegistryConfig, registries_from
 from proxy.config.runtime import parse_whitelist
 from proxy.config.schema import CONFIG_FILE
 from proxy.config.values import SettingsError, read_group
+from proxy.credentials.kinds import CredentialInput
+from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 # parse_whitelist: proxy.directory reads the stored whitelist with it.
 __all__ = ["CacheSettings", "RegistryConfig", "ServerTls", "Settings", "SettingsError", "load_settings",
@@ -51,6 +54,8 @@ class Settings:
     data_dir: Path = Path("data")
     cache: CacheSettings = CacheSettings()
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
+    credentials: Mapping[CredentialKey, CredentialInput] = field(default_factory=dict)
+    environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
     log_level: str = "info"
     log_format: str = "text"
     status_public: bool = False
@@ -58,6 +63,7 @@ class Settings:
     # Run-time settings the file names, normalised; seeded into the store at start.
     file_settings: Mapping[str, str] = field(default_factory=dict)
     admin_token_file: Path | None = None
+    external_url: str | None = None
     # A listener of their own for the admin API, the status page and /metrics.
     admin_listen: tuple[str, int] | None = None
     secret_key_file: Path | None = None
@@ -121,19 +127,32 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
     defaults = Settings()
     host, port = values.get("listen", (defaults.listen_host, defaults.listen_port))
     log, status, metrics = values.get("log", {}), values.get("status", {}), values.get("metrics", {})
+    registries, credentials = registries_from(values.get("registries", []))
+    environments = environments_from(values.get("environments", []))
+    for (environment, address) in credentials:
+        if environment not in environments and environment != DEFAULT_ENVIRONMENT:
+            raise SettingsError(f"Config 'registries' gives {address} a credential in environment '{environment}', "
+                                "which the file does not declare under environments.")
+    admin_listen = values.get("admin", {}).get("listen")
+    if admin_listen is not None and admin_listen[1] in (0, port):
+        raise SettingsError(f"Config 'admin.listen' has value '{admin_listen[0]}:{admin_listen[1]}'. "
+                            "Give it a port of its own, not 0 and not the one of listen.")
     return Settings(
         listen_host=host,
         listen_port=port,
         data_dir=values.get("data_dir", defaults.data_dir),
         cache=CacheSettings(**values.get("cache", {})),
-        registries=registries_from(values.get("registries", [])),
+        registries=registries,
+        credentials=credentials,
+        environments=environments,
         log_level=log.get("level", defaults.log_level),
         log_format=log.get("format", defaults.log_format),
         status_public=status.get("public", defaults.status_public),
         metrics_public=metrics.get("public", defaults.metrics_public),
         file_settings=values.get("settings", {}),
         admin_token_file=values.get("admin", {}).get("token_file"),
-        admin_listen=values.get("admin", {}).get("listen"),
+        admin_listen=admin_listen,
+        external_url=values.get("external_url"),
         secret_key_file=values.get("secrets", {}).get("key_file"),
         tls=_server_tls(values.get("tls", {})),
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from proxy.credentials.providers.gcr import GCR_MODES
 from proxy.credentials.schema import Field, Group
-from proxy.credentials.value_types import ADDRESS, DURATION, SECRET_FILE, TEXT, enum_text
+from proxy.credentials.value_types import ADDRESS, DEFAULT_ENVIRONMENT, DURATION, ENV_NAME, SECRET_FILE, TEXT, enum_text
 
 __all__ = ["ACCESS_KEY_ID", "ADDRESS_FIELD", "AWS_ENDPOINT_URL", "COMMON_FIELDS", "CREDENTIAL", "CREDENTIAL_EDIT", "EMAIL",
+           "ENVIRONMENT",
            "JSON_KEY", "KIND", "KINDS", "KIND_FIELDS", "MODE", "OPTION_FIELDS", "PASSWORD", "RENEW_MARGIN", "ROLE_ARN",
            "SECRET_ACCESS_KEY", "SECRET_FILES", "USERNAME", "VISIBLE_FIELDS", "secret_of"]
 
@@ -20,6 +21,8 @@ KINDS = ("basic", "ecr", "gcr")
 ADDRESS_FIELD = Field("address", ADDRESS, "Registry host[:port] as in image names, no scheme", required=True)
 KIND = Field("kind", enum_text(KINDS), "Credential kind: basic is a username and password; for ecr and gcr the "
              "proxy mints registry passwords itself", default="basic")
+ENVIRONMENT = Field("environment", ENV_NAME, "The environment (tenant) whose pulls use this credential",
+                    default=DEFAULT_ENVIRONMENT)
 EMAIL = Field("email", TEXT, "Contact e-mail")
 USERNAME = Field("username", TEXT, "User name (basic)")
 PASSWORD = Field("password", TEXT, "Password (basic)", secret=True)
@@ -41,7 +44,7 @@ KIND_FIELDS: dict[str, tuple[Field, ...]] = {
     "gcr": (JSON_KEY, MODE, RENEW_MARGIN),
 }
 # Fields every kind takes, before the kind's own.
-COMMON_FIELDS = (ADDRESS_FIELD, KIND, EMAIL)
+COMMON_FIELDS = (ADDRESS_FIELD, ENVIRONMENT, KIND, EMAIL)
 _ALL = COMMON_FIELDS + tuple(dict.fromkeys(f for fields in KIND_FIELDS.values() for f in fields))
 
 # Kept per minted credential beside its secret, and shown back.
@@ -51,7 +54,7 @@ VISIBLE_FIELDS = tuple(f for f in _ALL if not f.secret)
 
 CREDENTIAL = Group("NewRegistry", "A credential for one registry address; each kind takes its own fields", _ALL)
 CREDENTIAL_EDIT = CREDENTIAL.optional("The credential restated: the secret is required again whenever one was set; "
-                                      "the address and kind cannot change")
+                                      "the address, environment and kind cannot change")
 
 # The config file names a file for each secret, so none has to sit in the file itself.
 SECRET_FILES = {f.name: Field(f"{f.name}_file", SECRET_FILE, f"File holding the {f.description[0].lower()}{f.description[1:]}")

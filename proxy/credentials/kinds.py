@@ -8,13 +8,14 @@ API and the config file both check credentials here, so they agree.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from proxy.credentials.fields import COMMON_FIELDS, KIND_FIELDS, KINDS, OPTION_FIELDS, secret_of
 from proxy.credentials.providers.ecr import parse_ecr_address
 from proxy.credentials.providers.gcr import GCR_MODES, check_gcr_address, parse_service_account_key
 from proxy.credentials.schema import FieldError
+from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 # KINDS stays importable here for the command line's --kind choices.
 __all__ = ["KINDS", "CredentialInput", "parse_credential", "parse_edit"]
@@ -33,9 +34,15 @@ class CredentialInput:
     username: str
     secret: str | None = field(repr=False)
     options: dict[str, Any]
+    environment: str = DEFAULT_ENVIRONMENT
 
 
 def parse_credential(body: dict[str, Any], *, address: str) -> CredentialInput:
+    given = _parse_kind(body, address)
+    return replace(given, environment=body.get("environment", DEFAULT_ENVIRONMENT))
+
+
+def _parse_kind(body: dict[str, Any], address: str) -> CredentialInput:
     kind = body.get("kind", "basic")
     if kind not in KINDS:
         raise _invalid("kind", f"kind must be one of {', '.join(KINDS)}")
@@ -63,6 +70,8 @@ class StoredCredential(Protocol):
     @property
     def address(self) -> str: ...
     @property
+    def environment(self) -> str: ...
+    @property
     def kind(self) -> str: ...
     @property
     def email(self) -> str: ...
@@ -85,7 +94,7 @@ def parse_edit(record: StoredCredential, body: dict[str, Any]) -> CredentialInpu
     kept: dict[str, Any] = {k: v for k, v in record.options.items() if k in OPTION_FIELDS}
     if record.kind == "basic":
         kept["username"] = record.username
-    merged = {"kind": record.kind, "email": record.email, **kept, **body}
+    merged = {"kind": record.kind, "email": record.email, **kept, **body, "environment": record.environment}
     merged.pop("address", None)
     return parse_credential(merged, address=record.address)
 

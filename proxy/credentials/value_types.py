@@ -15,11 +15,16 @@ from typing import Any
 from proxy.credentials.schema import Invalid, ValueType
 from proxy.reference import InvalidReference, parse_address
 
-__all__ = ["ADDRESS", "DURATION", "FLAG", "SECRET_FILE", "TEXT", "enum_text", "parse_duration", "parse_flag", "text"]
+__all__ = ["ADDRESS", "DEFAULT_ENVIRONMENT", "DURATION", "ENV_NAME", "FLAG", "SECRET_FILE", "TEXT",
+ "enum_text", "parse_duration", "parse_flag", "text"]
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
 _FLAGS = ("true", "false", "yes", "no")
+# A DNS label: it appears in URLs, metric labels and log lines as written.
+_ENV_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+DEFAULT_ENVIRONMENT = "default"
 
 
 def text(value: Any) -> str:
@@ -61,6 +66,19 @@ def _address_from_file(value: Any, base: Path) -> str:
         raise Invalid(f"Not a registry address: {exc}.") from None
 
 
+def _env_name(value: Any) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise Invalid("Use 1 to 63 lowercase letters, digits and dashes, not starting or ending with a dash.")
+    return str(value)
+
+
+def _env_name_from_json(value: str, name: str) -> str:
+    try:
+        return _env_name(value)
+    except Invalid as exc:
+        raise Invalid(f"{name} {value[:70]!r} is not an environment name. {exc}") from None
+
+
 def _secret_file(value: Any, base: Path) -> str:
     path = base / text(value)
     try:
@@ -82,6 +100,9 @@ DURATION = ValueType((int, float), {"type": "number"},
                      file_hint="seconds, or a number with s, m, h or d (30s, 5m, 7d)")
 # host[:port] as in image names; Docker Hub's aliases become docker.io.
 ADDRESS = ValueType((str,), _STRING, _STRING, from_file=_address_from_file, from_json=_address_from_json)
+ENV_NAME = ValueType((str,), {**_STRING, "pattern": f"^{_ENV_NAME.pattern}$"},
+                     {**_STRING, "pattern": f"^{_ENV_NAME.pattern}$"},
+                     from_file=lambda value, base: _env_name(text(value)), from_json=_env_name_from_json)
 # The path of a file holding one secret; one trailing newline is dropped.
 SECRET_FILE = ValueType((), _STRING, _STRING, from_file=_secret_file)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.clearances import Caller, Clearances
 from proxy.pullthrough.ports import CacheResult, Upstream
 from proxy.reference import Digest, Target
 from proxy.singleflight import SingleFlight
@@ -67,9 +68,9 @@ class _CachedBody:
 class _Fetch:
     """One upstream download in progress, shared by every reader of it."""
 
-    def __init__(self, target: Target, access: str) -> None:
+    def __init__(self, target: Target, caller: Caller) -> None:
         self.target = target
-        self.access = access
+        self.caller = caller
         self.size: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self.partial: PartialBlob | None = None
         self.done = False
@@ -78,8 +79,8 @@ class _Fetch:
         # The download itself holds it too; the partial blob closes with the last holder.
         self._holders = 1
 
-    def vouches_for(self, target: Target, access: str) -> bool:
-        return (target, access) == (self.target, self.access)
+    def vouches_for(self, target: Target, caller: Caller) -> bool:
+        return (target, caller.access) == (self.target, self.caller.access)
 
     @property
     def written(self) -> int:
@@ -145,61 +146,63 @@ class _FetchBody:
 
 
 class BlobService:
-    def __init__(self, *, storage: Storage, upstream: Upstream) -> None:
+    def __init__(self, *, storage: Storage, upstream: Upstream, clearances: Clearances) -> None:
         self._storage = storage
         self._upstream = upstream
+        self._clearances = clearances
         self._fetches: dict[Digest, _Fetch] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Many requests through one repository need one answer from the upstream, not one each.
-        self._clearances: SingleFlight[tuple[Target, Digest, str], None] = SingleFlight()
+        self._checks: SingleFlight[tuple[Target, Digest, str], None] = SingleFlight()
         self.joins = 0
 
     @property
     def in_flight(self) -> int:
         return len(self._fetches)
 
-    async def stat(self, target: Target, digest: Digest) -> tuple[int | None, CacheResult]:
+    async def stat(self, target: Target, digest: Digest, *, env: str) -> tuple[int | None, CacheResult]:
         """Size for a HEAD, answered locally whenever the cache can."""
-        access = self._upstream.access_key(target.registry)
-        if await self._cached_for(target, digest, access):
+        caller = Caller(env, self._upstream.access_key(env, target.registry))
+        if await self._cached_for(target, digest, caller):
             size = self._storage.size(ContentKind.BLOB, digest)
             if size is not None:
                 return size, CacheResult.HIT
-        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind=EndpointKind.BLOB) as resp:
+        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", env=env, kind=EndpointKind.BLOB) as resp:
+            self._clearances.record(caller, target)
             return resp.content_length, CacheResult.MISS
 
     @contextlib.asynccontextmanager
-    async def open(self, target: Target, digest: Digest) -> AsyncIterator[BlobBody]:
-        access = self._upstream.access_key(target.registry)
+    async def open(self, target: Target, digest: Digest, *, env: str) -> AsyncIterator[BlobBody]:
+        caller = Caller(env, self._upstream.access_key(env, target.registry))
         fetch = None
         # A second round only when the download this request was cleared to
         # follow ended while it was being cleared: it is cached now, or failed.
         for _ in range(2):
-            if await self._cached_for(target, digest, access):
+            if await self._cached_for(target, digest, caller):
                 async with self._storage.open(ContentKind.BLOB, digest) as content:
                     if content is not None:
                         yield _CachedBody(content)
                         return
             fetch = self._fetches.get(digest)
-            if fetch is None or fetch.vouches_for(target, access):
+            if fetch is None or fetch.vouches_for(target, caller):
                 break
-            if await self._storage.blob_access(target, digest) != access:
-                await self._authorize(target, digest, access)
+            if not await self._cleared(target, digest, caller):
+                await self._authorize(target, digest, caller)
             fetch = self._fetches.get(digest)
             if fetch is not None:
                 break
-        fetch, expected, result = await self._follow(fetch, target, digest, access)
+        fetch, expected, result = await self._follow(fetch, target, digest, caller)
         try:
             yield _FetchBody(fetch, expected, result)
         finally:
             fetch.release()
 
     async def _follow(self, fetch: _Fetch | None, target: Target, digest: Digest,
-                      access: str) -> tuple[_Fetch, int | None, CacheResult]:
+                      caller: Caller) -> tuple[_Fetch, int | None, CacheResult]:
         """Hold a download of the blob (``fetch``, or a new one) once it knows its size."""
         while True:
             if fetch is None:
-                fetch, result = self._start(target, digest, access), CacheResult.MISS
+                fetch, result = self._start(target, digest, caller), CacheResult.MISS
             else:
                 result = CacheResult.JOINED
                 self.joins += 1
@@ -208,7 +211,7 @@ class BlobService:
                 return fetch, await fetch.size, result
             except Exception:
                 fetch.release()
-                if fetch.vouches_for(target, access):
+                if fetch.vouches_for(target, caller):
                     raise
                 # The download this request followed failed for its own
                 # repository or access; this one was cleared to read the
@@ -221,38 +224,48 @@ class BlobService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._clearances.aclose()
+        await self._checks.aclose()
 
-    async def _cached_for(self, target: Target, digest: Digest, access: str) -> bool:
+    async def _cached_for(self, target: Target, digest: Digest, caller: Caller) -> bool:
         if self._storage.size(ContentKind.BLOB, digest) is None:
             return False
         fetch = self._fetches.get(digest)
-        if fetch is not None and fetch.vouches_for(target, access):
+        if fetch is not None and fetch.vouches_for(target, caller):
             # Committed a moment ago by this repository's own download, which links it next.
             return True
-        if await self._storage.blob_access(target, digest) != access:
-            # The content is here, but was seen for another repository or with
-            # other credentials. Whether it may be served now is for the
-            # upstream to say, so ask it first.
-            await self._authorize(target, digest, access)
+        if not await self._cleared(target, digest, caller):
+            # The content is here, but was seen for another repository, or
+            # this access was not cleared for it lately. Whether it may be
+            # served now is for the upstream to say, so ask it first.
+            try:
+                await self._authorize(target, digest, caller)
+            except RegistryError as err:
+                if err.status in (401, 403, 404):
+                    self._clearances.refused(caller)
+                raise
         return True
 
-    async def _authorize(self, target: Target, digest: Digest, access: str) -> None:
-        """Raises the upstream's refusal unless this repository, with this access, may read the blob."""
-        await self._clearances.do((target, digest, access), lambda: self._clear(target, digest, access))
+    async def _cleared(self, target: Target, digest: Digest, caller: Caller) -> bool:
+        return self._clearances.fresh(caller, target) and await self._storage.blob_access(target, digest) is not None
 
-    async def _clear(self, target: Target, digest: Digest, access: str) -> None:
-        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", kind=EndpointKind.BLOB):
+    async def _authorize(self, target: Target, digest: Digest, caller: Caller) -> None:
+        """Raises the upstream's refusal unless this repository, with this access, may read the blob."""
+        await self._checks.do((target, digest, caller.access), lambda: self._clear(target, digest, caller))
+
+    async def _clear(self, target: Target, digest: Digest, caller: Caller) -> None:
+        async with self._upstream.open(target, "HEAD", f"blobs/{digest}", env=caller.environment,
+                                       kind=EndpointKind.BLOB):
             pass
-        await self._storage.link_blob(target, digest, access)
+        self._clearances.record(caller, target)
+        await self._storage.link_blob(target, digest, caller.access)
 
     def _forget(self, digest: Digest, fetch: _Fetch) -> None:
         # Another request may have started a download of its own meanwhile.
         if self._fetches.get(digest) is fetch:
             del self._fetches[digest]
 
-    def _start(self, target: Target, digest: Digest, access: str) -> _Fetch:
-        fetch = _Fetch(target, access)
+    def _start(self, target: Target, digest: Digest, caller: Caller) -> _Fetch:
+        fetch = _Fetch(target, caller)
         self._fetches[digest] = fetch
         task = asyncio.ensure_future(self._run(fetch, digest))
         self._tasks.add(task)
@@ -262,7 +275,9 @@ class BlobService:
     async def _run(self, fetch: _Fetch, digest: Digest) -> None:
         target = fetch.target
         try:
-            async with self._upstream.open(target, "GET", f"blobs/{digest}", kind=EndpointKind.BLOB) as resp:
+            async with self._upstream.open(target, "GET", f"blobs/{digest}", env=fetch.caller.environment,
+                                           kind=EndpointKind.BLOB) as resp:
+                self._clearances.record(fetch.caller, target)
                 expected = resp.content_length
                 fetch.partial = await self._storage.begin_blob(digest)
                 fetch.size.set_result(expected)
@@ -278,7 +293,7 @@ class BlobService:
             except DigestMismatch:
                 raise RegistryError(ErrorCode.DIGEST_INVALID,
                                     f"upstream {target.registry} sent content that does not match {digest}") from None
-            await self._storage.link_blob(target, digest, fetch.access)
+            await self._storage.link_blob(target, digest, fetch.caller.access)
             self._forget(digest, fetch)
             fetch.finish()
         except BaseException as exc:

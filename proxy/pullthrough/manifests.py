@@ -11,11 +11,13 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.clearances import Caller, Clearances
 from proxy.pullthrough.ports import CacheResult, Upstream
 from proxy.reference import Digest, InvalidReference, Target, parse_digest
 from proxy.singleflight import SingleFlight
@@ -40,6 +42,8 @@ _HASH_INLINE = 256 * 1024
 
 _MANIFEST = ContentKind.MANIFEST
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -51,10 +55,11 @@ class Manifest:
 
 
 class ManifestService:
-    def __init__(self, *, storage: Storage, upstream: Upstream, cache: CacheSettings,
+    def __init__(self, *, storage: Storage, upstream: Upstream, cache: CacheSettings, clearances: Clearances,
                  clock: Callable[[], float] = time.time) -> None:
         self._storage = storage
         self._upstream = upstream
+        self._clearances = clearances
         self._cache = cache
         self._clock = clock
         self._flights: SingleFlight[Hashable, Manifest] = SingleFlight()
@@ -66,43 +71,53 @@ class ManifestService:
     async def aclose(self) -> None:
         await self._flights.aclose()
 
-    async def get(self, target: Target, reference: str | Digest, *, accept: str | None, head: bool) -> Manifest:
-        access = self._upstream.access_key(target.registry)
+    async def get(self, target: Target, reference: str | Digest, *, env: str, accept: str | None,
+                  head: bool) -> Manifest:
+        caller = Caller(env, self._upstream.access_key(env, target.registry))
         if isinstance(reference, Digest):
-            return await self._by_digest(target, reference, accept=accept, head=head, access=access)
-        return await self._by_tag(target, reference, accept=accept, head=head, access=access)
+            return await self._by_digest(target, reference, accept=accept, head=head, caller=caller)
+        return await self._by_tag(target, reference, accept=accept, head=head, caller=caller)
 
     async def _by_digest(self, target: Target, digest: Digest, *, accept: str | None, head: bool,
-                         access: str) -> Manifest:
-        local = await self._local(target, digest, head=head, cache=CacheResult.HIT, access=access)
+                         caller: Caller) -> Manifest:
+        local = await self._local(target, digest, head=head, cache=CacheResult.HIT, caller=caller)
         if local is not None:
             return local
         link = await self._storage.manifest_link(target, digest)
         if link is not None and await self._local(target, digest, head=True, cache=CacheResult.HIT) is not None:
-            # Cached, but seen with other credentials: the upstream decides
-            # whether the current ones may have it.
-            await self._head(target, str(digest), accept)
-            await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, access))
-            revalidated = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, access=access)
+            # Cached, but this access was not cleared for the repository
+            # lately: the upstream decides whether it may have it.
+            await self._refusable(self._head(target, str(digest), accept, caller), caller)
+            await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, caller.access))
+            revalidated = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, caller=caller)
             if revalidated is not None:
                 return revalidated
-        key = ("digest", target, digest, head, access)
-        return await self._flights.do(key, lambda: self._fetch(target, str(digest), accept, head, access,
+        key = ("digest", target, digest, head, caller.access)
+        return await self._flights.do(key, lambda: self._fetch(target, str(digest), accept, head, caller,
                                                                expect=digest))
 
-    async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool, access: str) -> Manifest:
+    async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool, caller: Caller) -> Manifest:
         record = await self._storage.tag(target, tag)
-        if (record is not None and record.access == access and _acceptable(record.media_type, accept)
+        if (record is not None and self._clearances.fresh(caller, target) and _acceptable(record.media_type, accept)
                 and record.age(self._clock()) < self._cache.tag_ttl):
             local = await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.HIT,
-                                      access=access)
+                                      caller=caller)
             if local is not None:
                 return local
-        key = ("tag", target, tag, accept, head, access)
-        return await self._flights.do(key, lambda: self._refresh_tag(target, tag, record, accept, head, access))
+        key = ("tag", target, tag, accept, head, caller.access)
+        return await self._flights.do(key, lambda: self._refresh_tag(target, tag, record, accept, head, caller))
+
+    async def _refusable(self, check: Awaitable[T], caller: Caller) -> T:
+        """``check`` of cached content; a refusal of it is counted as one."""
+        try:
+            return await check
+        except RegistryError as err:
+            if err.status in (401, 403, 404):
+                self._clearances.refused(caller)
+            raise
 
     async def _refresh_tag(self, target: Target, tag: str, record: TagRecord | None,
-                           accept: str | None, head: bool, access: str) -> Manifest:
+                           accept: str | None, head: bool, caller: Caller) -> Manifest:
         usable = record if record is not None and _acceptable(record.media_type, accept) else None
         manifest: Manifest | None = None
         try:
@@ -110,50 +125,54 @@ class ManifestService:
             cached = usable is not None and await self._local(target, parse_digest(usable.digest), head=True,
                                                               cache=CacheResult.HIT) is not None
             if usable is not None and (head or cached):
-                current = await self._head(target, tag, accept)
+                check = self._head(target, tag, accept, caller)
+                current = await (self._refusable(check, caller) if cached else check)
                 if current is not None and current.digest == usable.digest:
-                    revalidated = await self._revalidated(target, tag, usable, head=head, access=access)
+                    revalidated = await self._revalidated(target, tag, usable, head=head, caller=caller)
                     if revalidated is not None:
                         return revalidated
                 elif head:
                     manifest = current
-            manifest = manifest or await self._fetch(target, tag, accept, head, access)
+            manifest = manifest or await self._fetch(target, tag, accept, head, caller)
         except RegistryError as err:
-            stale = await self._stale(target, usable, err, head=head, access=access)
+            stale = await self._stale(target, usable, err, head=head, caller=caller)
             if stale is None:
                 raise
             return stale
         await self._storage.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size,
-                                                           self._clock(), access))
+                                                           self._clock(), caller.access))
         return manifest
 
     async def _revalidated(self, target: Target, tag: str, usable: TagRecord, *, head: bool,
-                           access: str) -> Manifest | None:
+                           caller: Caller) -> Manifest | None:
         """The cached manifest, vouched for by a HEAD made with today's credentials."""
         digest = parse_digest(usable.digest)
         link = await self._storage.manifest_link(target, digest)
         if link is not None:
-            await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, access))
-        local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, access=access)
+            await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, caller.access))
+        local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, caller=caller)
         if local is not None:
-            await self._storage.set_tag(target, tag, replace(usable, checked_at=self._clock(), access=access))
+            await self._storage.set_tag(target, tag, replace(usable, checked_at=self._clock(), access=caller.access))
         return local
 
     async def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
-                     head: bool, access: str) -> Manifest | None:
-        # Never stale across a credential change: that content must be revalidated first.
-        if record is None or record.access != access or err.code not in STALE_OK:
+                     head: bool, caller: Caller) -> Manifest | None:
+        if record is None or err.code not in STALE_OK:
             return None
-        if record.age(self._clock()) > self._cache.tag_ttl + self._cache.max_stale:
+        window = self._cache.tag_ttl + self._cache.max_stale
+        # Never stale across a credential change, nor to an access the
+        # upstream has not cleared for this repository within the window.
+        if record.access != caller.access and not self._clearances.seen_within(caller, target, window):
             return None
-        return await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.STALE,
-                                 access=access)
+        if record.age(self._clock()) > window:
+            return None
+        return await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.STALE)
 
     async def _local(self, target: Target, digest: Digest, *, head: bool, cache: CacheResult,
-                     access: str | None = None) -> Manifest | None:
-        """The cached manifest, if this repository holds it (with ``access``, when given)."""
+                     caller: Caller | None = None) -> Manifest | None:
+        """The cached manifest, if this repository holds it (and ``caller`` was cleared for it lately, when given)."""
         link = await self._storage.manifest_link(target, digest)
-        if link is None or (access is not None and link.access != access):
+        if link is None or (caller is not None and not self._clearances.fresh(caller, target)):
             return None
         if head:
             size = self._storage.size(_MANIFEST, digest)
@@ -163,24 +182,26 @@ class ManifestService:
             return None
         return Manifest(str(digest), link.media_type, len(body), body, cache)
 
-    async def _head(self, target: Target, reference: str, accept: str | None) -> Manifest | None:
+    async def _head(self, target: Target, reference: str, accept: str | None, caller: Caller) -> Manifest | None:
         headers = {"Accept": accept or DEFAULT_ACCEPT}
-        async with self._upstream.open(target, "HEAD", f"manifests/{reference}", kind=EndpointKind.MANIFEST,
-                                       headers=headers) as resp:
+        async with self._upstream.open(target, "HEAD", f"manifests/{reference}", env=caller.environment,
+                                       kind=EndpointKind.MANIFEST, headers=headers) as resp:
+            self._clearances.record(caller, target)
             digest = resp.headers.get("Docker-Content-Digest")
             if not digest or resp.content_length is None:
                 return None
             return Manifest(digest, _media_type(resp, b""), resp.content_length, None, CacheResult.MISS)
 
-    async def _fetch(self, target: Target, reference: str, accept: str | None, head: bool, access: str,
+    async def _fetch(self, target: Target, reference: str, accept: str | None, head: bool, caller: Caller,
                      expect: Digest | None = None) -> Manifest:
         if head:
-            found = await self._head(target, reference, accept)
+            found = await self._head(target, reference, accept, caller)
             if found is not None and (expect is None or found.digest == str(expect)):
                 return found
         headers = {"Accept": accept or DEFAULT_ACCEPT}
-        async with self._upstream.open(target, "GET", f"manifests/{reference}", kind=EndpointKind.MANIFEST,
-                                       headers=headers) as resp:
+        async with self._upstream.open(target, "GET", f"manifests/{reference}", env=caller.environment,
+                                       kind=EndpointKind.MANIFEST, headers=headers) as resp:
+            self._clearances.record(caller, target)
             try:
                 body = await read_limited(resp, self._cache.max_manifest_size)
             except BodyTooLarge:
@@ -196,7 +217,7 @@ class ManifestService:
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
                                 f"upstream {target.registry} sent a manifest that does not match {wanted}")
         await self._storage.put(_MANIFEST, digest, body)
-        await self._storage.link_manifest(target, digest, ManifestLink(media_type, access))
+        await self._storage.link_manifest(target, digest, ManifestLink(media_type, caller.access))
         return Manifest(str(digest), media_type, len(body), None if head else body, CacheResult.MISS)
 
 

@@ -37,9 +37,9 @@ class CacheResult(enum.Enum):
 
 
 class Upstream(Protocol):
-    def access_key(self, registry: str) -> str:
-        """Which access requests to this registry have now: a credential id, or "" for none."""
+    def access_key(self, environment: str, registry: str) -> str:
+        """Which access the environment's requests to this registry have now: a credential id, or "" for none."""
 
-    def open(self, target: Target, method: str, path: str, *, kind: EndpointKind,
+    def open(self, target: Target, method: str, path: str, *, env: str, kind: EndpointKind,
              headers: Mapping[str, str] | None = None,
              params: Mapping[str, str] | None = None) -> AbstractAsyncContextManager[Answer]: ...

@@ -26,9 +26,9 @@ class TagPage:
     next_query: str | None  # the upstream's query for the next page, if any
 
 
-async def list_tags(upstream: Upstream, target: Target, *, n: int | None, last: str | None) -> TagPage:
+async def list_tags(upstream: Upstream, target: Target, *, env: str, n: int | None, last: str | None) -> TagPage:
     params = {k: str(v) for k, v in (("n", n), ("last", last)) if v is not None}
-    async with upstream.open(target, "GET", "tags/list", kind=EndpointKind.TAGS, params=params) as resp:
+    async with upstream.open(target, "GET", "tags/list", env=env, kind=EndpointKind.TAGS, params=params) as resp:
         try:
             body = await read_limited(resp, MAX_TAGS_BODY)
         except BodyTooLarge:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.credentials.kinds import CredentialInput
+from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 from proxy.store.crypto import SecretBox
 from proxy.store.db import Database
 
@@ -38,18 +39,19 @@ class RegistryRecord:
     password: str | None = field(default=None, repr=False)
     kind: str = "basic"  # "basic", "ecr" or "gcr"
     options: dict[str, Any] = field(default_factory=dict)  # non-secret, kind-specific
+    environment: str = DEFAULT_ENVIRONMENT
 
     @property
     def state(self) -> str:
         return "active" if self.active else "inactive"
 
 
-def in_use(records: list[RegistryRecord]) -> dict[str, RegistryRecord]:
-    """The credential pulls use for each address: the most recently added active one."""
-    chosen: dict[str, RegistryRecord] = {}
+def in_use(records: list[RegistryRecord]) -> dict[tuple[str, str], RegistryRecord]:
+    """The credential each environment's pulls use for each address: its most recently added active one."""
+    chosen: dict[tuple[str, str], RegistryRecord] = {}
     for record in sorted(records, key=lambda r: (r.created, r.id)):
         if record.active:
-            chosen[record.address] = record
+            chosen[(record.environment, record.address)] = record
     return chosen
 
 
@@ -63,13 +65,16 @@ class RegistryStore:
         return [self._record(row) for row in rows]
 
     async def add(self, *, address: str, email: str, username: str, password: str | None,
-                  kind: str = "basic", options: dict[str, Any] | None = None, source: str = "api") -> RegistryRecord:
+                  kind: str = "basic", options: dict[str, Any] | None = None, source: str = "api",
+                  environment: str = DEFAULT_ENVIRONMENT) -> RegistryRecord:
         def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+            if conn.execute("SELECT 1 FROM environments WHERE name = ?", (environment,)).fetchone() is None:
+                raise NotFound(environment)
             now = time.time()
             cursor = conn.execute(
-                "INSERT INTO registries (address, email, username, active, source, created, updated, kind, options)"
-                " VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
-                (address, email, username, source, now, now, kind, json.dumps(options or {})))
+                "INSERT INTO registries (address, email, username, active, source, created, updated, kind, options,"
+                " environment) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                (address, email, username, source, now, now, kind, json.dumps(options or {}), environment))
             record_id = int(cursor.lastrowid or 0)
             self._set_secret(conn, record_id, password)
             return self._row(conn, record_id)
@@ -111,24 +116,24 @@ class RegistryStore:
         await self._db.checkpoint()
         return self._record(row, decrypt=False)
 
-    async def sync_config(self, wanted: Mapping[str, CredentialInput]) -> None:
-        """Make the config file's credentials (by address) the store's ``source: config`` rows."""
+    async def sync_config(self, wanted: Mapping[tuple[str, str], CredentialInput]) -> None:
+        """Make the config file's credentials, by (environment, address), the store's ``source: config`` rows."""
 
         def sync(conn: sqlite3.Connection) -> None:
             rows = conn.execute("SELECT * FROM registries WHERE source = 'config'").fetchall()
-            existing = {row["address"]: row for row in rows}
+            existing = {(row["environment"], row["address"]): row for row in rows}
             now = time.time()
-            for address, row in existing.items():
-                if address not in wanted:
+            for key, row in existing.items():
+                if key not in wanted:
                     conn.execute("DELETE FROM registries WHERE id = ?", (row["id"],))
-            for address, given in wanted.items():
-                row = existing.get(address)
+            for (environment, address), given in wanted.items():
+                row = existing.get((environment, address))
                 options = json.dumps(given.options)
                 if row is None:
                     cursor = conn.execute(
                         "INSERT INTO registries (address, email, username, active, source, created, updated, kind,"
-                        " options) VALUES (?, ?, ?, 1, 'config', ?, ?, ?, ?)",
-                        (address, given.email, given.username, now, now, given.kind, options))
+                        " options, environment) VALUES (?, ?, ?, 1, 'config', ?, ?, ?, ?, ?)",
+                        (address, given.email, given.username, now, now, given.kind, options, environment))
                     record_id = int(cursor.lastrowid or 0)
                 else:
                     record_id = row["id"]
@@ -164,4 +169,4 @@ class RegistryStore:
         return RegistryRecord(id=row["id"], address=row["address"], email=row["email"], username=row["username"],
                               active=bool(row["active"]), source=row["source"], created=row["created"],
                               updated=row["updated"], password=password, kind=row["kind"],
-                              options=json.loads(row["options"]))
+                              options=json.loads(row["options"]), environment=row["environment"])

@@ -54,6 +54,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE registries ADD COLUMN kind TEXT NOT NULL DEFAULT 'basic';
     ALTER TABLE registries ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
     """,
+    """
+    ALTER TABLE registries ADD COLUMN environment TEXT NOT NULL DEFAULT 'default';
+    CREATE TABLE environments (
+        name TEXT PRIMARY KEY,
+        anonymous_pull INTEGER NOT NULL,
+        anonymous_from TEXT NOT NULL DEFAULT '[]',
+        source TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    INSERT INTO environments (name, anonymous_pull, source, created, updated)
+        VALUES ('default', 1, 'api', CAST(strftime('%s', 'now') AS REAL), CAST(strftime('%s', 'now') AS REAL));
+    CREATE TABLE pull_keys (
+        id TEXT PRIMARY KEY,
+        environment TEXT NOT NULL REFERENCES environments (name) ON DELETE CASCADE,
+        hash TEXT NOT NULL,
+        source TEXT NOT NULL,
+        created REAL NOT NULL,
+        last_used REAL
+    );
+    CREATE INDEX pull_keys_environment ON pull_keys (environment);
+    """,
 )
 
 

@@ -51,9 +51,9 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._auth.aclose()
 
-    def access_key(self, registry: str) -> str:
-        """Which access requests to this registry have now: a credential id, or "" for none."""
-        return self.registries.credential_id(registry)
+    def access_key(self, environment: str, registry: str) -> str:
+        """Which access the environment's requests to this registry have now: a credential id, or "" for none."""
+        return self.registries.credential_id(environment, registry)
 
     @asynccontextmanager
     async def open(
@@ -62,21 +62,23 @@ class UpstreamClient:
         method: str,
         path: str,
         *,
+        env: str,
         kind: EndpointKind,
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Yield the upstream's 2xx response to ``<endpoint>/v2/<repository>/<path>``."""
+        """Yield the upstream's 2xx response to ``<endpoint>/v2/<repository>/<path>``, with ``env``'s credentials."""
         endpoint = self.registries.endpoint(target.registry)
-        creds = await self.registries.credentials(target.registry)
+        creds = await self.registries.credentials(env, target.registry)
         scope = f"repository:{target.repository}:pull"
         sent = dict(headers or {})
-        resp = await self._authorized(endpoint, creds, scope, method, f"/v2/{target.repository}/{path}", sent, params)
+        resp = await self._authorized(env, endpoint, creds, scope, method, f"/v2/{target.repository}/{path}", sent,
+                                      params)
         try:
             resp = await self._follow_redirects(endpoint, method, resp, sent)
             if not 200 <= resp.status < 300:
                 error = await status_error(endpoint, resp, kind)
-                note = self.registries.credential_note(target.registry) if resp.status == 401 else None
+                note = self.registries.credential_note(env, target.registry) if resp.status == 401 else None
                 if note:
                     error.message = f"{error.message} ({note})"
                 if resp.status != 404:  # unknown tags are routine, not upstream trouble
@@ -86,7 +88,7 @@ class UpstreamClient:
         finally:
             resp.release()
 
-    async def _authorized(self, endpoint: Endpoint, creds: Credentials | None, scope: str, method: str,
+    async def _authorized(self, env: str, endpoint: Endpoint, creds: Credentials | None, scope: str, method: str,
                           path: str, headers: dict[str, str],
                           params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
         """Send, answering at most one challenge and renewing minted credentials at most once."""
@@ -98,7 +100,7 @@ class UpstreamClient:
                 # A token server refusing minted credentials: they may have gone stale.
                 if err.code is not ErrorCode.UNAUTHORIZED or renewed or creds is None or not creds.minted:
                     raise
-                creds, renewed = await self._renewed(endpoint, creds, scope), True
+                creds, renewed = await self._renewed(env, endpoint, creds, scope), True
                 if creds is None:
                     raise
                 continue
@@ -115,7 +117,7 @@ class UpstreamClient:
                 self._auth.forget_token(endpoint, creds, scope)
                 challenged = True
             elif creds is not None and creds.minted and not renewed:
-                renewed_creds = await self._renewed(endpoint, creds, scope)
+                renewed_creds = await self._renewed(env, endpoint, creds, scope)
                 if renewed_creds is None:
                     return resp
                 creds, renewed = renewed_creds, True
@@ -124,9 +126,9 @@ class UpstreamClient:
                 return resp
             resp.release()
 
-    async def _renewed(self, endpoint: Endpoint, creds: Credentials, scope: str) -> Credentials | None:
+    async def _renewed(self, env: str, endpoint: Endpoint, creds: Credentials, scope: str) -> Credentials | None:
         self._auth.forget_token(endpoint, creds, scope)
-        return await self.registries.renew_credentials(endpoint.registry)
+        return await self.registries.renew_credentials(env, endpoint.registry)
 
     async def _send(self, endpoint: Endpoint, method: str, path: str, headers: dict[str, str],
                     params: Mapping[str, str] | None) -> aiohttp.ClientResponse:

@@ -54,17 +54,17 @@ class Endpoint:
 class RegistryDirectory(Protocol):
     def endpoint(self, registry: str) -> Endpoint: ...
 
-    def credential_id(self, registry: str) -> str:
-        """Which credential pulls use now ("" for none): stable across renewals."""
+    def credential_id(self, environment: str, registry: str) -> str:
+        """Which credential the environment's pulls use now ("" for none): stable across renewals."""
         ...
 
-    async def credentials(self, registry: str) -> Credentials | None: ...
+    async def credentials(self, environment: str, registry: str) -> Credentials | None: ...
 
-    async def renew_credentials(self, registry: str) -> Credentials | None:
+    async def renew_credentials(self, environment: str, registry: str) -> Credentials | None:
         """A fresh mint after the upstream refused minted credentials; None if not possible."""
         ...
 
-    def credential_note(self, registry: str) -> str | None:
+    def credential_note(self, environment: str, registry: str) -> str | None:
         """Why there are no credentials although some exist (e.g. deactivated)."""
         ...
 

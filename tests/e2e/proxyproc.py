@@ -65,7 +65,7 @@ class ProxyProcess:
         argv = [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)]
         self._proc = spawn(argv, self.log_path, cwd=REPO_ROOT, env=self._env)
         try:
-            wait_http(f"{self.url}/v2/", timeout, ok=(200,), proc=self._proc, ssl_ctx=_unverified() if self.tls else None)
+            wait_http(f"{self.url}/healthz", timeout, ok=(200,), proc=self._proc, ssl_ctx=_unverified() if self.tls else None)
         except BaseException:
             self.kill()  # a proxy that never got ready must not outlive the test
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -26,8 +27,15 @@ def test_serve_runs_on_embedded_defaults(tmp_path: Path) -> None:
     proc = spawn([sys.executable, "-m", "proxy", "serve", "--listen", f"127.0.0.1:{port}"], tmp_path / "log",
                  cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", ok=(200,), proc=proc)
-        reply = get(f"127.0.0.1:{port}", "/v2/")
+        wait_http(f"http://127.0.0.1:{port}/healthz", ok=(200,), proc=proc)
+        # /v2/ challenges a client that sent nothing, and the realm is where it connected.
+        challenge = get(f"127.0.0.1:{port}", "/v2/")
+        assert challenge.status == 401
+        assert challenge.headers["www-authenticate"] == (
+            f'Bearer realm="http://127.0.0.1:{port}/auth/token",service="registry-proxy"')
+        # The default environment admits anonymous clients: the realm gives them a token.
+        token = json.loads(get(f"127.0.0.1:{port}", "/auth/token?service=registry-proxy").body)["token"]
+        reply = get(f"127.0.0.1:{port}", "/v2/", Authorization=f"Bearer {token}")
         assert reply.status == 200
         assert reply.headers["docker-distribution-api-version"] == "registry/2.0"
         # State and cache under ./data of the working directory.

@@ -249,6 +249,6 @@ def test_proxy_process_lifecycle(make_proxy: ProxyFactory, plain_upstream: Upstr
     pid = proxy.pid
     proxy.restart()
     assert proxy.pid != pid
-    wait_http(f"{proxy.url}/v2/", ok=(200,))
+    wait_http(f"{proxy.url}/healthz", ok=(200,))
     proxy.kill()
     assert not proxy.running

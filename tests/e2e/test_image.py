@@ -118,7 +118,7 @@ def test_image_builds_offline_and_serves_pulls_as_non_root(dockerd: Dockerd, pla
     container = dockerd.docker("run", "-d", "--network", "host", "-v", f"{config}:/etc/registry-proxy/config.yaml:ro",
                                "registry-proxy:e2e").stdout.strip()
     try:
-        wait_http(f"http://127.0.0.1:{port}/v2/", timeout=60, ok=(200,))
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, ok=(200,))
         assert dockerd.docker("exec", container, "id", "-u").stdout.strip() == "10001"
         skopeo_ok("copy", "--src-tls-verify=false", "--src-no-creds", f"docker://127.0.0.1:{port}/quay.io/org/app:1",
                   f"dir:{tmp_path / 'out'}")

@@ -286,8 +286,11 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
                 {"address": ECR, "endpoint": token_upstream.url, "kind": "ecr", "access_key_id": fake.access_key_id,
                  "secret_access_key": SECRET_KEY, "aws_endpoint_url": fake.url},
             ]}, env={"REGISTRY_PROXY_ADMIN_TOKEN": admin_token, **AWS_ISOLATION})
-        client_bearer = "client-" + secrets.token_urlsafe(16)
-        client_basic = base64.b64encode(f"carol:{'pw-' + secrets.token_urlsafe(12)}".encode()).decode()
+        key = call(proxy.host, "POST", "/api/v1/environments/default/keys",
+                   {"Authorization": f"Bearer {admin_token}"}).json()
+        client_basic = base64.b64encode(f"{key['id']}:{key['secret']}".encode()).decode()
+        realm = get(proxy.host, "/auth/token?service=registry-proxy", Authorization=f"Basic {client_basic}")
+        client_bearer = realm.json()["token"]
         for repo, auth in (("private.example.com/org/app", f"Bearer {client_bearer}"),
                            ("token.example.com/private/app", f"Basic {client_basic}"),
                            (f"{ECR}/private/app", f"Bearer {client_bearer}")):
@@ -306,6 +309,7 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
         secrets_used = {
             "htpasswd password": alice_pw, "token-auth password": bob_pw, "AWS secret access key": SECRET_KEY,
             "client bearer token": client_bearer, "client basic credentials": client_basic,
+            "pull key secret": key["secret"],
             "admin token": admin_token, "admin basic credentials": basic,
             "htpasswd basic credentials": base64.b64encode(f"{alice}:{alice_pw}".encode()).decode(),
             "token-auth basic credentials": base64.b64encode(f"{bob}:{bob_pw}".encode()).decode(),
@@ -317,7 +321,7 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
                  if secret in text]
         assert not found, found
         # The same pages do name who pulls, so the check above looked at filled-in pages.
-        assert alice in seen["/"] and bob in seen["/status.json"]
+        assert alice in seen["/"] and bob in seen["/status.json"] and key["id"] in seen["/"]
         assert "private.example.com" in seen["/metrics"] and f"{ECR}/private/app/manifests/1" in seen["log"]
     finally:
         fake.stop()
@@ -327,7 +331,7 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
 
 TEXT_LINE = re.compile(r'(?P<remote>\S+) "(?P<method>[A-Z]+) (?P<path>\S+)" (?P<status>\d{3}) (?P<bytes>\d+) '
                        r"(?P<duration_ms>\d+(?:\.\d+)?)ms registry=(?P<registry>\S+) env=(?P<environment>\S+) "
-                       r"cache=(?P<cache>\S+)$")
+                       r"key=(?P<key>\S+) cache=(?P<cache>\S+)$")
 
 
 def access_entries(proxy: ProxyProcess, log_format: str) -> list[dict[str, Any]]:
@@ -379,7 +383,8 @@ def test_access_log_has_one_line_per_request(plain_upstream: Upstream, oci_layou
     for entry, (method, path, status, cache, body) in zip(entries, requests, strict=True):
         assert (entry["method"], entry["path"], entry["status"], entry["cache"]) == (method, path, status, cache)
         assert entry["registry"] == ("-" if path == "/metrics" else "quay.io")
-        assert entry["environment"] == "default" and entry["remote"] == "127.0.0.1"
+        assert entry["environment"] == ("-" if path == "/metrics" else "default") and entry["remote"] == "127.0.0.1"
+        assert entry["key"] == "-"
         assert 0 <= entry["duration_ms"] < 5000
         if body is not None:
             # Bytes on the wire for this response: the body plus the status line and headers.

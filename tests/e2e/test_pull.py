@@ -86,12 +86,14 @@ def test_htpasswd_upstream_gets_configured_credentials_only(htpasswd_upstream: U
     failed = skopeo("copy", "--src-tls-verify=false", "--src-no-creds",
                     f"docker://{anonymous.host}/registry.example.com/team/tool:1", f"dir:{tmp_path / 'no'}")
     assert failed.returncode != 0
-    # The client's own credentials are for the proxy, never for the upstream.
+    # The client's own credentials are for the proxy (a pull key), never for the upstream.
+    before = htpasswd_upstream.count_requests("GET", "/v2/team/tool/manifests/1")
     reply = get(anonymous.host, "/v2/registry.example.com/team/tool/manifests/1",
                 Authorization="Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
     assert reply.status == 401
     assert reply.error_codes == ["UNAUTHORIZED"]
-    assert "registry.example.com" in reply.error_message
+    assert "pull key" in reply.error_message
+    assert htpasswd_upstream.count_requests("GET", "/v2/team/tool/manifests/1") == before
     assert password not in anonymous.log_text() + with_creds.log_text()
 
 

@@ -93,7 +93,8 @@ def stat(page: Page, label: str) -> str:
 
 
 def registry_row(page: Page, address: str) -> Locator:
-    row = page.locator("#registries tr").filter(has=page.locator("td b", has_text=re.compile(rf"^{re.escape(address)}$")))
+    name = page.locator("td b", has_text=re.compile(rf"^{re.escape(address)}$"))
+    row = page.locator("#registries-default .registries tr").filter(has=name)
     assert row.count() == 1, f"{address} is not one row of the registries table"
     return row
 
@@ -166,7 +167,7 @@ def test_status_page_needs_the_token_and_shows_registries_and_cache(browser: Bro
     assert widths["viewport"] == PHONE["width"], widths
     assert widths["document"] <= PHONE["width"] and widths["body"] <= PHONE["width"], widths
     assert widths["overflowing"] == [], widths
-    table_box = page.locator("#registries-default .table")
+    table_box = page.locator("#registries-default .table.registries")
     assert table_box.evaluate("e => e.scrollWidth > e.clientWidth && getComputedStyle(e).overflowX === 'auto'")
     assert page.locator("body").evaluate("e => parseFloat(getComputedStyle(e).fontSize)") >= 14
     assert stat(page, "used") == kib(image)

@@ -198,11 +198,11 @@ class FakeUpstream:
 
     # The Upstream protocol
 
-    def access_key(self, registry: str) -> str:
-        return self.access.get(registry, "")
+    def access_key(self, environment: str, registry: str) -> str:
+        return self.access.get(f"{environment}/{registry}", self.access.get(registry, ""))
 
     @asynccontextmanager
-    async def open(self, target: Target, method: str, path: str, *, kind: EndpointKind,
+    async def open(self, target: Target, method: str, path: str, *, env: str, kind: EndpointKind,
                    headers: Mapping[str, str] | None = None,
                    params: Mapping[str, str] | None = None) -> AsyncIterator[FakeAnswer]:
         self.calls[(method, path, target)] += 1

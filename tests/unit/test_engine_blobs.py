@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobService, BlobStreamError
+from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.ports import CacheResult
 from proxy.reference import Digest, Target
 from proxy.storage.base import ContentKind
@@ -29,6 +30,7 @@ MIRROR = Target("registry-a.test", "mirror/app")
 OTHER_REGISTRY = Target("registry-b.test", "team/app")
 PRIVATE = Target("registry-a.test", "private/app")
 BLOB = ContentKind.BLOB
+ENV = "default"
 
 # Under one engine chunk (1 MiB) keeps the tests fast; the tests still send it upstream in several pieces.
 LAYER = os.urandom(300_000)
@@ -36,13 +38,13 @@ LAYER = os.urandom(300_000)
 
 @pytest.fixture
 async def blobs(storage: ObservedStorage, upstream: FakeUpstream) -> AsyncIterator[BlobService]:
-    service = BlobService(storage=storage, upstream=upstream)
+    service = BlobService(storage=storage, upstream=upstream, clearances=Clearances(ttl=300))
     yield service
     await service.aclose()
 
 
 async def pull(blobs: BlobService, target: Target, digest: Digest) -> tuple[bytes, CacheResult]:
-    async with blobs.open(target, digest) as body:
+    async with blobs.open(target, digest, env=ENV) as body:
         return b"".join([chunk async for chunk in body.read()]), body.result
 
 
@@ -58,7 +60,7 @@ class Reader:
 
     async def _run(self, blobs: BlobService, target: Target, digest: Digest, entered: Tally,
                    byte_range: tuple[int, int | None]) -> bytes:
-        async with blobs.open(target, digest) as body:
+        async with blobs.open(target, digest, env=ENV) as body:
             self.result = body.result
             entered.add()
             async for chunk in body.read(*byte_range):
@@ -81,8 +83,8 @@ async def test_a_warm_blob_makes_no_upstream_call(blobs: BlobService, upstream: 
     upstream.reset()
 
     assert await pull(blobs, APP, digest) == (LAYER, CacheResult.HIT)
-    assert await blobs.stat(APP, digest) == (len(LAYER), CacheResult.HIT)
-    async with blobs.open(APP, digest) as body:
+    assert await blobs.stat(APP, digest, env=ENV) == (len(LAYER), CacheResult.HIT)
+    async with blobs.open(APP, digest, env=ENV) as body:
         assert b"".join([c async for c in body.read(1000, 2000)]) == LAYER[1000:2000]
     assert upstream.calls == Counter()
 
@@ -162,11 +164,11 @@ async def test_a_refused_repository_gets_the_refusal_while_the_blob_downloads_an
 
     for when in ("in flight", "cached"):
         with pytest.raises(RegistryError) as refused:
-            async with blobs.open(PRIVATE, digest) as body:
+            async with blobs.open(PRIVATE, digest, env=ENV) as body:
                 pytest.fail(f"{when}: a refused repository was given a body of {body.size} bytes")
         assert refused.value.code is refusal, when
         with pytest.raises(RegistryError) as refused_stat:
-            await blobs.stat(PRIVATE, digest)
+            await blobs.stat(PRIVATE, digest, env=ENV)
         assert refused_stat.value.code is refusal, when
         if when == "in flight":
             assert blobs.in_flight == 1 and blobs.joins == 0

@@ -13,6 +13,7 @@ from aiohttp import web
 from proxy.app import create_app
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobService, BlobStreamError
+from proxy.pullthrough.clearances import Clearances
 
 from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, blob_call, files_under
 from .test_engine_blobs import APP, LAYER, MIRROR, Reader, pull
@@ -37,7 +38,7 @@ class ObservedBlobService(BlobService):
 
 @pytest.fixture
 async def blobs(storage: ObservedStorage, upstream: FakeUpstream) -> AsyncIterator[ObservedBlobService]:
-    service = ObservedBlobService(storage=storage, upstream=upstream)
+    service = ObservedBlobService(storage=storage, upstream=upstream, clearances=Clearances(ttl=300))
     yield service
     await service.aclose()
 

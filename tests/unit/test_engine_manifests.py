@@ -16,6 +16,7 @@ from operator import attrgetter
 import pytest
 from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import STALE_OK, Manifest, ManifestService
 from proxy.pullthrough.ports import CacheResult
 from proxy.reference import Digest, Target
@@ -46,13 +47,14 @@ def clock() -> Clock:
 @pytest.fixture
 async def manifests(storage: ObservedStorage, upstream: FakeUpstream, clock: Clock) -> AsyncIterator[ManifestService]:
     service = ManifestService(storage=storage, upstream=upstream,
-                              cache=CacheSettings(tag_ttl=TTL, max_stale=MAX_STALE), clock=clock)
+                              cache=CacheSettings(tag_ttl=TTL, max_stale=MAX_STALE),
+                              clearances=Clearances(ttl=TTL, clock=clock), clock=clock)
     yield service
     await service.aclose()
 
 
 async def get(manifests: ManifestService, reference: str | Digest, *, head: bool = False) -> Manifest:
-    return await manifests.get(APP, reference, accept=None, head=head)
+    return await manifests.get(APP, reference, env="default", accept=None, head=head)
 
 
 def served(manifest: Manifest) -> tuple[str, bytes | None, CacheResult]:

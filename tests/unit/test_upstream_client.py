@@ -131,17 +131,17 @@ class FakeDirectory:
         assert registry == self._endpoint.registry
         return self._endpoint
 
-    def credential_id(self, registry: str) -> str:
+    def credential_id(self, environment: str, registry: str) -> str:
         return self._creds.id if self._creds else ""
 
-    async def credentials(self, registry: str) -> Credentials | None:
+    async def credentials(self, environment: str, registry: str) -> Credentials | None:
         return self._creds
 
-    async def renew_credentials(self, registry: str) -> Credentials | None:
+    async def renew_credentials(self, environment: str, registry: str) -> Credentials | None:
         self.renewals += 1
         return None
 
-    def credential_note(self, registry: str) -> str | None:
+    def credential_note(self, environment: str, registry: str) -> str | None:
         return None
 
 
@@ -170,7 +170,7 @@ class Rig:
     async def get(self, repository: str, path: str, *, kind: EndpointKind = EndpointKind.MANIFEST,
                   headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
         target = Target(REGISTRY, repository)
-        async with self.client.open(target, "GET", path, kind=kind, headers=headers) as resp:
+        async with self.client.open(target, "GET", path, env="default", kind=kind, headers=headers) as resp:
             return resp.status, await resp.read(), dict(resp.headers)
 
     async def error(self, repository: str, path: str, *, kind: EndpointKind = EndpointKind.MANIFEST) -> RegistryError:

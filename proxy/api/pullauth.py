@@ -1,0 +1,170 @@
+"""Who is pulling: pull keys, the proxy's token realm, and anonymous admission.
+
+Registries authenticate clients with Docker's token scheme: a request
+without credentials gets 401 and a ``Bearer realm=...`` challenge, the
+client fetches a token from the realm (with its key as Basic credentials,
+or none) and sends it from then on. The proxy is its own realm. ``/v2/``
+always challenges a client that sent nothing, so ``docker login`` really
+checks a key; other paths serve a client that sent nothing as anonymous,
+where an environment admits its address. A key's secret is also accepted
+as Basic on any request (containerd's `header` setting sends it so).
+
+Wrong keys, expired or forged tokens get 401 and never fall back to
+anonymous. Failed logins are limited per source address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import re
+import time
+
+from aiohttp import BasicAuth, web
+
+from proxy.api.observer import Observer
+from proxy.api.pulltokens import Identity, TokenSigner
+from proxy.api.ratelimit import FailureLimiter
+from proxy.directory import LiveState
+from proxy.errors import ErrorCode, RegistryError
+from proxy.humanize import timestamp
+from proxy.store.pullkeys import PullKeyRecord, verify_secret
+
+__all__ = ["PULL_AUTH", "REALM_PATH", "SERVICE", "PullAuth"]
+
+REALM_PATH = "/auth/token"
+SERVICE = "registry-proxy"
+# scrypt takes 16 MiB a check: a burst of logins must not take the memory with it.
+_CONCURRENT_HASHES = 2
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
+class PullAuth:
+    def __init__(self, live: LiveState, signer: TokenSigner, observer: Observer, *, external_url: str | None,
+                 limiter: FailureLimiter | None = None) -> None:
+        self._live = live
+        self.signer = signer
+        self._observer = observer
+        self._external_url = external_url.rstrip("/") if external_url else None
+        self._limiter = limiter or FailureLimiter()
+        # Key id -> (stored hash, SHA-256 of the secret that matched it): a
+        # key checks with one scrypt, and with a fast digest after that.
+        self._verified: dict[str, tuple[str, bytes]] = {}
+        self._hashing = asyncio.Semaphore(_CONCURRENT_HASHES)
+
+    async def identify(self, request: web.Request, *, ping: bool) -> Identity:
+        """The client's identity, or a RegistryError carrying the challenge."""
+        header = request.headers.get("Authorization")
+        remote = request.remote or ""
+        if header is None:
+            if ping:
+                raise self.challenge(request, "authentication required")
+            return self.anonymous(request)
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            return await self.login(request, header)
+        if scheme.lower() == "bearer":
+            identity = self.signer.verify(value.strip())
+            if identity is None or not self._still_valid(identity, remote):
+                self._observer.auth_failure(identity.environment if identity else None, "bad_token")
+                raise self.challenge(request, "the token is not valid, or has expired", error="invalid_token")
+            return identity
+        raise self.challenge(request, "use a pull key: docker login, or Basic credentials")
+
+    async def login(self, request: web.Request, header: str) -> Identity:
+        """The identity of a ``Basic`` pull key; refused (and counted) when it does not match."""
+        remote = request.remote or ""
+        wait = self._limiter.retry_after(remote)
+        if wait > 0:
+            self._observer.auth_failure(None, "rate_limited")
+            raise RegistryError(ErrorCode.TOOMANYREQUESTS, f"too many failed logins from {remote}",
+                                headers={"Retry-After": str(math.ceil(wait))})
+        try:
+            given = BasicAuth.decode(header, encoding="utf-8")
+        except ValueError:
+            given = None
+        record = None if given is None else self._live.keys.get(given.login)
+        if given is not None and record is not None and await self._matches(record, given.password):
+            self._live.note_key_use(record.id)
+            return Identity(record.environment, record.id)
+        self._limiter.failed(remote)
+        self._observer.auth_failure(record.environment if record else None,
+                                    "wrong_secret" if record else "unknown_key")
+        raise self.challenge(request, "incorrect pull key id or secret")
+
+    def anonymous(self, request: web.Request) -> Identity:
+        environment = self._live.admission.environment(request.remote)
+        if environment is None:
+            self._observer.auth_failure(None, "anonymous_refused")
+            raise self.challenge(request, f"anonymous pulls are not admitted from {request.remote}; "
+                                          "log in with a pull key")
+        return Identity(environment)
+
+    def challenge(self, request: web.Request, message: str, *, error: str | None = None) -> RegistryError:
+        params = {"realm": self.realm(request), "service": SERVICE}
+        if error is not None:
+            params["error"] = error
+        header = "Bearer " + ",".join(f'{k}="{v}"' for k, v in params.items())
+        return RegistryError(ErrorCode.UNAUTHORIZED, message, headers={"WWW-Authenticate": header})
+
+    def realm(self, request: web.Request) -> str:
+        """Where the client fetches tokens: the configured external URL, else the address it used."""
+        if self._external_url is not None:
+            return self._external_url + REALM_PATH
+        host = request.headers.get("Host", "")
+        if not _HOST.fullmatch(host):
+            # Not a usable host: the address this connection arrived at.
+            sock = request.transport.get_extra_info("sockname") if request.transport else None
+            address, port = (sock[0], sock[1]) if sock else ("127.0.0.1", 80)
+            host = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        return f"{'https' if request.secure else 'http'}://{host}{REALM_PATH}"
+
+    def token_answer(self, identity: Identity) -> web.Response:
+        token = self.signer.issue(identity)
+        now = timestamp(time.time())
+        # Both names: Docker's token spec says token, OAuth2 clients read access_token.
+        return web.json_response({"token": token, "access_token": token, "expires_in": self.signer.ttl,
+                                  "issued_at": now})
+
+    def _still_valid(self, identity: Identity, remote: str) -> bool:
+        if identity.key_id is None:
+            # An anonymous token holds only where its environment admits the client.
+            return self._live.admission.environment(remote) == identity.environment
+        key = self._live.keys.get(identity.key_id)
+        # Revoked keys and deleted environments end their tokens at once.
+        return key is not None and key.environment == identity.environment
+
+    async def _matches(self, record: PullKeyRecord, secret: str) -> bool:
+        fast = hashlib.sha256(secret.encode()).digest()
+        known = self._verified.get(record.id)
+        if known is not None and known[0] == record.hash:
+            return hmac.compare_digest(known[1], fast)
+        async with self._hashing:
+            matches = await asyncio.to_thread(verify_secret, secret, record.hash)
+        if matches:
+            self._verified[record.id] = (record.hash, fast)
+        return matches
+
+
+PULL_AUTH = web.AppKey("pull_auth", PullAuth)
+
+
+async def token(request: web.Request) -> web.Response:
+    """The token realm: GET with Basic credentials or none; POST as OAuth2's password grant."""
+    auth = request.app[PULL_AUTH]
+    header = request.headers.get("Authorization")
+    if request.method == "POST":
+        form = await request.post()
+        if form.get("grant_type") != "password":
+            raise RegistryError(ErrorCode.UNSUPPORTED, "only grant_type=password is supported")
+        username, password = form.get("username"), form.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise RegistryError(ErrorCode.UNAUTHORIZED, "username and password are required")
+        header = BasicAuth(username, password).encode()
+    if header is None:
+        return auth.token_answer(auth.anonymous(request))
+    if not header.lower().startswith("basic "):
+        raise auth.challenge(request, "log in to the token realm with a pull key as Basic credentials")
+    return auth.token_answer(await auth.login(request, header))

@@ -1,0 +1,51 @@
+"""Failed logins, counted per source address: past the limit, that address waits.
+
+While an address is over the limit even a correct key is refused, or
+guessing would go on. Memory is bounded: the least recently failing
+addresses are forgotten first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+__all__ = ["FailureLimiter"]
+
+
+class FailureLimiter:
+    def __init__(self, *, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 remembered: int = 10_000) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._remembered = remembered
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again; 0 when it may now."""
+        failures = self._recent(address)
+        if failures is None or len(failures) < self._limit:
+            return 0.0
+        return max(0.0, failures[0] + self._window - self._clock())
+
+    def failed(self, address: str) -> None:
+        failures = self._recent(address) or deque(maxlen=self._limit)
+        failures.append(self._clock())
+        self._failures[address] = failures
+        self._failures.move_to_end(address)
+        while len(self._failures) > self._remembered:
+            self._failures.popitem(last=False)
+
+    def _recent(self, address: str) -> deque[float] | None:
+        failures = self._failures.get(address)
+        if failures is None:
+            return None
+        cutoff = self._clock() - self._window
+        while failures and failures[0] <= cutoff:
+            failures.popleft()
+        if not failures:
+            del self._failures[address]
+            return None
+        return failures
