@@ -21,7 +21,7 @@ from typing import Protocol
 
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Caller, Clearances
-from proxy.pullthrough.ports import CacheResult, Upstream
+from proxy.pullthrough.ports import STALE_OK, CacheResult, Upstream
 from proxy.reference import Digest, Target
 from proxy.singleflight import SingleFlight
 from proxy.storage.base import Content, ContentKind, DigestMismatch, PartialBlob, Storage
@@ -242,6 +242,10 @@ class BlobService:
             except RegistryError as err:
                 if err.status in (401, 403, 404):
                     self._clearances.refused(caller)
+                # With the upstream down, the last clearance this access got
+                # for the repository stands, as a stale tag does.
+                elif err.code in STALE_OK and await self._storage.blob_access(target, digest) == caller.access:
+                    return True
                 raise
         return True
 

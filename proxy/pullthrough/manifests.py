@@ -18,7 +18,7 @@ from typing import TypeVar
 from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Caller, Clearances
-from proxy.pullthrough.ports import CacheResult, Upstream
+from proxy.pullthrough.ports import STALE_OK, CacheResult, Upstream
 from proxy.reference import Digest, InvalidReference, Target, parse_digest
 from proxy.singleflight import SingleFlight
 from proxy.storage.base import ContentKind, ManifestLink, Storage, TagRecord
@@ -27,8 +27,6 @@ from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService"]
 
-# Upstream failures for which serving the last known content beats failing the pull.
-STALE_OK = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN, ErrorCode.TOOMANYREQUESTS})
 
 DEFAULT_ACCEPT = ", ".join((
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -89,7 +87,8 @@ class ManifestService:
             # lately: the upstream decides whether it may have it.
             await self._refusable(self._head(target, str(digest), accept, caller), caller)
             await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, caller.access))
-            revalidated = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, caller=caller)
+            # Cleared just now: no TTL to consult (tag_ttl may be 0).
+            revalidated = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED)
             if revalidated is not None:
                 return revalidated
         key = ("digest", target, digest, head, caller.access)
@@ -150,7 +149,7 @@ class ManifestService:
         link = await self._storage.manifest_link(target, digest)
         if link is not None:
             await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, caller.access))
-        local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED, caller=caller)
+        local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED)
         if local is not None:
             await self._storage.set_tag(target, tag, replace(usable, checked_at=self._clock(), access=caller.access))
         return local

@@ -12,11 +12,15 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from proxy.errors import ErrorCode
 from proxy.reference import Target
 from proxy.upstream.body import Answer
 from proxy.upstream.endpoints import EndpointKind
 
-__all__ = ["BodySource", "CacheResult", "Upstream"]
+__all__ = ["STALE_OK", "BodySource", "CacheResult", "Upstream"]
+
+# Upstream failures for which serving the last known content beats failing the pull.
+STALE_OK = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.UNKNOWN, ErrorCode.TOOMANYREQUESTS})
 
 
 class BodySource(enum.Enum):

@@ -17,8 +17,8 @@ import pytest
 from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Clearances
-from proxy.pullthrough.manifests import STALE_OK, Manifest, ManifestService
-from proxy.pullthrough.ports import CacheResult
+from proxy.pullthrough.manifests import Manifest, ManifestService
+from proxy.pullthrough.ports import STALE_OK, CacheResult
 from proxy.reference import Digest, Target
 from proxy.storage.base import ContentKind
 
