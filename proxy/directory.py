@@ -17,6 +17,7 @@ from proxy.config.settings import RegistryConfig, parse_whitelist
 from proxy.credentials.minting import MintedCredentials
 from proxy.credentials.providers import MintError
 from proxy.credentials.providers.factory import MINTED_KINDS, build_minter
+from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.routing import RoutingPolicy
 from proxy.reference import DOCKER_HUB, parse_address
@@ -54,7 +55,7 @@ class Admission:
                 anywhere.append(env.name)
             self._networks += [(ipaddress.ip_network(net), env.name) for net in env.anonymous_from]
         self._networks.sort(key=lambda pair: -pair[0].prefixlen)
-        self._anywhere = min(anywhere, key=lambda name: (name != "default", name), default=None)
+        self._anywhere = min(anywhere, key=lambda name: (name != DEFAULT_ENVIRONMENT, name), default=None)
 
     def environment(self, remote: str | None) -> str | None:
         try:

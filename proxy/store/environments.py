@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
@@ -151,9 +152,11 @@ class EnvironmentStore:
         for env in wanted.values():
             for key in env.keys:
                 old = existing.get(key.id)
-                keep = old is not None and old.source == "config" and await self._db.run(
-                    lambda k=key, o=old: verify_secret(k.secret, o.hash))  # type: ignore[misc]
-                hashes[key.id] = old.hash if keep and old is not None else await self._db_hash(key.secret)
+                if old is not None and old.source == "config" and await self._db.run(
+                        partial(verify_secret, key.secret, old.hash)):
+                    hashes[key.id] = old.hash
+                else:
+                    hashes[key.id] = await self._db_hash(key.secret)
 
         def sync(conn: sqlite3.Connection) -> None:
             now = time.time()
