@@ -29,9 +29,23 @@ class Admin:
         self.replies.append(reply)
         return reply
 
-    def add(self, address: str, username: str, password: str, email: str = "") -> dict[str, Any]:
-        reply = self.call("POST", "/registries", {"address": address, "username": username, "password": password,
-                                                  "email": email})
+    def add(self, address: str, username: str, password: str, email: str = "", *,
+            environment: str | None = None) -> dict[str, Any]:
+        body = {"address": address, "username": username, "password": password, "email": email}
+        if environment is not None:
+            body["environment"] = environment
+        reply = self.call("POST", "/registries", body)
+        assert reply.status == 201, reply.body
+        return dict(reply.json())
+
+    def environment(self, name: str, **fields: Any) -> dict[str, Any]:
+        reply = self.call("POST", "/environments", {"name": name, **fields})
+        assert reply.status == 201, reply.body
+        return dict(reply.json())
+
+    def key(self, environment: str) -> dict[str, Any]:
+        """A new pull key of the environment: id and secret (shown this once)."""
+        reply = self.call("POST", f"/environments/{environment}/keys")
         assert reply.status == 201, reply.body
         return dict(reply.json())
 

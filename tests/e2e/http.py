@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.client
 import json
@@ -31,10 +32,11 @@ class Reply:
 
 
 def call(host: str, method: str, path: str, headers: dict[str, str] | None = None, timeout: float = 60,
-         body: bytes | None = None) -> Reply:
-    """One request with the path sent exactly as given (no normalisation)."""
+         body: bytes | None = None, source: str | None = None) -> Reply:
+    """One request with the path sent exactly as given (no normalisation); from `source` (a loopback address) if given."""
     address, _, port = host.rpartition(":")
-    conn = http.client.HTTPConnection(address, int(port), timeout=timeout)
+    conn = http.client.HTTPConnection(address, int(port), timeout=timeout,
+                                      source_address=None if source is None else (source, 0))
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
@@ -46,6 +48,11 @@ def call(host: str, method: str, path: str, headers: dict[str, str] | None = Non
 
 def get(host: str, path: str, **headers: str) -> Reply:
     return call(host, "GET", path, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+def basic(user: str, password: str) -> str:
+    """An Authorization header value: HTTP Basic."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 @dataclass
