@@ -2,9 +2,10 @@
 
 ``main`` assembles the parser and dispatches; ``serve`` runs the proxy (and
 alone imports the server, lazily); each admin command has its module
-(``registries``, ``fetch_ca``, ``settings_cmd``, ``upstreams``) built on
-``parsing``, ``output``, ``kinds``, ``certs`` and the API ``client``. The
-package imports nothing of the handlers (``proxy.api``, ``proxy.pullthrough``).
+(``registries``, ``fetch_ca``, ``environments``, ``keys``, ``settings_cmd``,
+``upstreams``) built on ``parsing``, ``output``, ``kinds``, ``certs`` and the
+API ``client``. The package imports nothing of the handlers (``proxy.api``,
+``proxy.pullthrough``).
 """
 
 __all__: list[str] = []

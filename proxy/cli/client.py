@@ -35,8 +35,9 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 # What a request body holds: the upstreams API takes booleans and null to clear a
-# field; a credential's renew_margin is a number of seconds.
-Body: TypeAlias = Mapping[str, str | bool | int | float | None]
+# field; a credential's renew_margin is a number of seconds; an environment's
+# anonymous_from is a list of networks.
+Body: TypeAlias = Mapping[str, str | bool | int | float | list[str] | None]
 
 MISSING_TOKEN = (f"no admin token: pass --token-file PATH (the proxy writes one to <data_dir>/admin-token on first "
                  f"start), set ${ADMIN_TOKEN_ENV}, or pass --token")
@@ -123,8 +124,10 @@ class AdminClient:
 
     # Registries
 
-    def list_registries(self) -> dict[str, Any]:
-        return self._call("GET", "/registries")
+    def list_registries(self, environment: str | None = None) -> dict[str, Any]:
+        """All credentials, or those of one environment."""
+        query = "" if environment is None else "?" + urllib.parse.urlencode({"environment": environment})
+        return self._call("GET", f"/registries{query}")
 
     def add_registry(self, address: str, fields: Body, *, secrets: Iterable[str] = ()) -> dict[str, Any]:
         """POST a credential of any kind; fields set to None are left out, so the server's defaults apply.
@@ -176,6 +179,37 @@ class AdminClient:
     def presented_certificates(self, address: str) -> dict[str, Any]:
         """The chain the registry presents to the proxy, fetched by the proxy without verifying it."""
         return self._call("GET", f"{_upstream_path(address)}/certificates")
+
+    # Environments and their pull keys
+
+    def list_environments(self) -> dict[str, Any]:
+        return self._call("GET", "/environments")
+
+    def add_environment(self, name: str, fields: Body) -> dict[str, Any]:
+        """POST an environment; fields set to None are left out, so the server's defaults apply."""
+        return self._call("POST", "/environments", {"name": name, **_given(fields)})
+
+    def show_environment(self, name: str) -> dict[str, Any]:
+        return self._call("GET", _environment_path(name))
+
+    def change_environment(self, name: str, changes: Body) -> dict[str, Any]:
+        """PATCH only the given fields."""
+        return self._call("PATCH", _environment_path(name), changes)
+
+    def delete_environment(self, name: str, *, force: bool) -> None:
+        """Without ``force`` the proxy refuses while the environment has credentials or keys."""
+        self._request("DELETE", _environment_path(name) + ("?force=true" if force else ""))
+
+    def list_keys(self, environment: str) -> dict[str, Any]:
+        return self._call("GET", f"{_environment_path(environment)}/keys")
+
+    def add_key(self, environment: str, key_id: str | None) -> dict[str, Any]:
+        """A new pull key; the answer holds its secret, which no other answer ever does."""
+        body = None if key_id is None else {"id": key_id}
+        return self._call("POST", f"{_environment_path(environment)}/keys", body)
+
+    def revoke_key(self, environment: str, key_id: str) -> None:
+        self._request("DELETE", f"{_environment_path(environment)}/keys/{urllib.parse.quote(key_id, safe='')}")
 
     # HTTP
 
@@ -252,7 +286,7 @@ class AdminClient:
                           "does --url point at registry-proxy?", status=status)
 
 
-def _given(fields: Body) -> dict[str, str | bool | int | float | None]:
+def _given(fields: Body) -> dict[str, str | bool | int | float | list[str] | None]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
@@ -260,6 +294,10 @@ def _upstream_path(address: str) -> str:
     # Quoted whole: the server then names what is wrong with a mistyped
     # address ("drop the scheme") instead of the router answering 404.
     return f"/upstreams/{urllib.parse.quote(address, safe='')}"
+
+
+def _environment_path(name: str) -> str:
+    return f"/environments/{urllib.parse.quote(name, safe='')}"
 
 
 def _read(exc: urllib.error.HTTPError) -> bytes:

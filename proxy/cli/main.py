@@ -16,6 +16,8 @@ import sys
 
 from proxy import __version__
 from proxy.cli.client import DEFAULT_URL, URL_ENV, AdminClient, AdminError, resolve_token
+from proxy.cli.environments import add_environments_parser
+from proxy.cli.keys import add_keys_parser
 from proxy.cli.parsing import Handler, common_options
 from proxy.cli.registries import add_registries_parser
 from proxy.cli.serve import SERVER_COMMANDS, add_server_parsers, run_server_command
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_parsers(sub)
     common = common_options()
     add_registries_parser(sub, common)
+    add_environments_parser(sub, common)
+    add_keys_parser(sub, common)
     add_settings_parser(sub, common)
     add_upstreams_parser(sub, common)
     return parser

@@ -16,8 +16,8 @@ from typing import TypeAlias
 from proxy.cli.client import ADMIN_TOKEN_ENV, DEFAULT_URL, URL_ENV, AdminClient
 from proxy.config.values import SettingsError, duration
 
-__all__ = ["Actions", "Handler", "address", "address_argument", "common_options", "id_argument", "leaf", "record_id",
-           "seconds"]
+__all__ = ["Actions", "Handler", "address", "address_argument", "common_options", "environment_argument",
+           "environment_name", "id_argument", "leaf", "record_id", "seconds"]
 
 Handler = Callable[[AdminClient, argparse.Namespace], None]
 Actions: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -64,6 +64,19 @@ def address(text: str) -> str:
     # An empty address would make the path /upstreams/, which only the router answers (404).
     if not text.strip():
         raise argparse.ArgumentTypeError("the registry address must not be empty")
+    return text
+
+
+def environment_argument(parser: argparse.ArgumentParser, metavar: str = "NAME") -> None:
+    parser.add_argument("environment", metavar=metavar, type=environment_name,
+                        help="the environment's name, from 'environments list'")
+
+
+def environment_name(text: str) -> str:
+    # Empty, the path would be /environments/: the list, or the router's 404.
+    # Anything else the server checks, and names the field it refuses.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the environment name must not be empty")
     return text
 
 

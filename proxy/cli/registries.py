@@ -1,8 +1,9 @@
 """``registry-proxy registries ...``: the credentials the proxy uses for upstream registries.
 
-Several credentials may exist per address; the newest active one is in use.
-Three kinds: ``basic`` (username and password, the default), ``ecr`` and
-``gcr``, for which the proxy mints registry passwords itself. Secrets are
+Several credentials may exist per address and environment; the newest
+active one is the one that environment's clients pull with. Three kinds:
+``basic`` (username and password, the default), ``ecr`` and ``gcr``, for
+which the proxy mints registry passwords itself. Secrets are
 never command-line arguments and never printed: ``proxy.cli.kinds`` reads
 them, and the API never answers with one, so nothing here can print one.
 What a minted credential shows instead is when and how its token was minted.
@@ -21,14 +22,16 @@ from proxy.cli.client import AdminClient, AdminError, UsageError
 from proxy.cli.fetch_ca import add_fetch_ca_parser
 from proxy.cli.kinds import check_kind_flags, kind_options, minted_fields, password
 from proxy.cli.output import items_of, parse_time, print_fields, print_json, print_table, text, yes_no
-from proxy.cli.parsing import Actions, id_argument, leaf
+from proxy.cli.parsing import Actions, environment_name, id_argument, leaf
 from proxy.credentials.kinds import KINDS
 from proxy.humanize import ago, human_duration, until
 
 __all__ = ["add_registries_parser"]
 
-_REGISTRY_COLUMNS = ("ID", "ADDRESS", "KIND", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE", "CREATED")
-_REGISTRY_FIELDS = ("id", "address", "kind", "username", "email", "state", "in use", "source", "created", "updated")
+_REGISTRY_COLUMNS = ("ID", "ADDRESS", "ENVIRONMENT", "KIND", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE",
+                     "CREATED")
+_REGISTRY_FIELDS = ("id", "address", "environment", "kind", "username", "email", "state", "in use", "source",
+                    "created", "updated")
 # Shown under the common fields for credentials the proxy mints passwords for.
 _MINTED_FIELDS = {"ecr": ("access_key_id", "role_arn", "aws_endpoint_url", "renew_margin"),
                   "gcr": ("mode", "client_email", "renew_margin")}
@@ -42,7 +45,8 @@ _UNSET_MEANS = {("ecr", "access_key_id"): "default AWS credential chain",
 def add_registries_parser(sub: Actions, common: argparse.ArgumentParser) -> None:
     registries = sub.add_parser("registries", help="manage upstream registry credentials (admin API)",
                                 description="Credentials the proxy uses for upstream registries. Several may "
-                                "exist per address; the newest active one is in use.")
+                                "exist per address and environment; the newest active one is in use for that "
+                                "environment's clients.")
     actions = registries.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     add = leaf(actions, "add", common, _add, "add a credential; it becomes the one in use for its address",
@@ -54,9 +58,13 @@ def add_registries_parser(sub: Actions, common: argparse.ArgumentParser) -> None
     add.add_argument("--kind", choices=KINDS, default="basic", help="basic (default): username and password; "
                      "ecr: AWS ECR; gcr: Google Container/Artifact Registry")
     add.add_argument("--email", help="contact e-mail stored with the credential")
+    add.add_argument("--environment", metavar="NAME", type=environment_name,
+                     help="the environment whose clients pull with it (default: default)")
     kind_options(add, new=True)
 
-    leaf(actions, "list", common, _list, "list credentials", aliases=["ls"])
+    list_ = leaf(actions, "list", common, _list, "list credentials", aliases=["ls"])
+    list_.add_argument("--environment", metavar="NAME", type=environment_name,
+                       help="only the credentials of this environment")
     id_argument(leaf(actions, "show", common, _show, "show one credential"))
 
     edit = leaf(actions, "edit", common, _edit, "change a credential; its secret must be given again",
@@ -81,7 +89,9 @@ def add_registries_parser(sub: Actions, common: argparse.ArgumentParser) -> None
 def _add(client: AdminClient, args: argparse.Namespace) -> None:
     kind: str = args.kind
     check_kind_flags(args, kind, f"--kind {kind}")
-    fields: dict[str, str | int | float | None] = {"email": args.email}
+    if args.environment is not None:
+        _check_environment(client, args.environment)  # before anyone types a secret
+    fields: dict[str, str | int | float | None] = {"email": args.email, "environment": args.environment}
     if kind == "basic":
         if args.username is None:
             raise UsageError("--username is required for --kind basic (the default); for ECR or Google "
@@ -98,12 +108,15 @@ def _add(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def _list(client: AdminClient, args: argparse.Namespace) -> None:
-    answer = client.list_registries()
+    answer = client.list_registries(args.environment)
+    if args.environment is not None and not answer.get("registries"):
+        # The API lists nothing for a name it does not know; a typo must not look like an empty environment.
+        _check_environment(client, args.environment)
     if args.json:
         return print_json(answer)
-    rows = [[text(r.get("id")), text(r.get("address")), text(r.get("kind")), text(r.get("username")),
-             text(r.get("email")), text(r.get("state")), yes_no(r.get("in_use")), text(r.get("source")),
-             text(r.get("created"))]
+    rows = [[text(r.get("id")), text(r.get("address")), text(r.get("environment")), text(r.get("kind")),
+             text(r.get("username")), text(r.get("email")), text(r.get("state")), yes_no(r.get("in_use")),
+             text(r.get("source")), text(r.get("created"))]
             for r in items_of(answer, "registries")]
     print_table(_REGISTRY_COLUMNS, rows)
 
@@ -149,6 +162,16 @@ def _remove(client: AdminClient, args: argparse.Namespace) -> None:
     client.delete_registry(args.id)
     if not args.json:  # the API answers 204 without a body, so --json prints nothing
         print(f"removed registry credential {args.id}")
+
+
+def _check_environment(client: AdminClient, name: str) -> None:
+    try:
+        client.show_environment(name)
+    except AdminError as err:
+        if err.status != 404:
+            raise
+        raise AdminError(f"no environment {text(name)!r}: create it first with 'environments add'",
+                         field="environment") from None
 
 
 # Output

@@ -29,7 +29,8 @@ TOKEN_ENV = "REGISTRY_PROXY_ADMIN_TOKEN"
 # A space inside and at the end: --password-stdin must drop only the newline.
 PASSWORD = "cli Pa55word " + new_token() + " "
 OTHER_PASSWORD = "cli-other-" + new_token()
-REGISTRY_COLUMNS = ["ID", "ADDRESS", "KIND", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE", "CREATED"]
+REGISTRY_COLUMNS = ["ID", "ADDRESS", "ENVIRONMENT", "KIND", "USERNAME", "EMAIL", "STATE", "IN USE", "SOURCE",
+                    "CREATED"]
 
 
 class Cli:
@@ -121,9 +122,9 @@ def test_add_then_list_and_a_newer_credential_takes_over(cli: Cli) -> None:
 
     output = cli.ok("registries", "list")
     assert re.split(r" {2,}", output.splitlines()[0]) == REGISTRY_COLUMNS
-    assert parse_table(output) == [{"ID": first["id"], "ADDRESS": "quay.io", "KIND": "basic", "USERNAME": "robot",
-                                    "EMAIL": "ops@example.com", "STATE": "active", "IN USE": "yes", "SOURCE": "api",
-                                    "CREATED": first["created"]}]
+    assert parse_table(output) == [{"ID": first["id"], "ADDRESS": "quay.io", "ENVIRONMENT": "default", "KIND": "basic",
+                                    "USERNAME": "robot", "EMAIL": "ops@example.com", "STATE": "active", "IN USE": "yes",
+                                    "SOURCE": "api", "CREATED": first["created"]}]
 
     second = cli.add("quay.io", "robot2", OTHER_PASSWORD)
     assert second["in use"] == "yes"
@@ -356,7 +357,7 @@ def test_passwords_from_stdin_and_prompt_reach_the_upstream(make_upstream: Upstr
     status, output = run_in_pty(argv, cli.env(token), tmp_path, [(prompt, PASSWORD), (again, PASSWORD)])
     cli.outputs.append(output)
     assert status == 0, output
-    assert "in use:   yes" in output
+    assert re.search(r"^in use: +yes$", output, re.MULTILINE), output
     assert get(proxy.host, manifest("2")).status == 200
     # Typed with echo off: the terminal never showed it.
     cli.assert_nothing_leaked(PASSWORD, token)
