@@ -54,26 +54,26 @@ class PullAuth:
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._hashing = asyncio.Semaphore(_CONCURRENT_HASHES)
 
-    async def identify(self, request: web.Request, *, ping: bool) -> Identity:
-        """The client's identity, or a RegistryError carrying the challenge."""
+    async def identify(self, request: web.Request, *, ping: bool, scope: str | None) -> Identity:
+        """The client's identity, or a RegistryError carrying the challenge (with ``scope``, when known)."""
         header = request.headers.get("Authorization")
         remote = request.remote or ""
         if header is None:
             if ping:
                 raise self.challenge(request, "authentication required")
-            return self.anonymous(request)
+            return self.anonymous(request, scope)
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
-            return await self.login(request, header)
+            return await self.login(request, header, scope)
         if scheme.lower() == "bearer":
             identity = self.signer.verify(value.strip())
             if identity is None or not self._still_valid(identity, remote):
                 self._observer.auth_failure(identity.environment if identity else None, "bad_token")
-                raise self.challenge(request, "the token is not valid, or has expired", error="invalid_token")
+                raise self.challenge(request, "the token is not valid, or has expired", scope, error="invalid_token")
             return identity
-        raise self.challenge(request, "use a pull key: docker login, or Basic credentials")
+        raise self.challenge(request, "use a pull key: docker login, or Basic credentials", scope)
 
-    async def login(self, request: web.Request, header: str) -> Identity:
+    async def login(self, request: web.Request, header: str, scope: str | None = None) -> Identity:
         """The identity of a ``Basic`` pull key; refused (and counted) when it does not match."""
         remote = request.remote or ""
         wait = self._limiter.retry_after(remote)
@@ -92,18 +92,22 @@ class PullAuth:
         self._limiter.failed(remote)
         self._observer.auth_failure(record.environment if record else None,
                                     "wrong_secret" if record else "unknown_key")
-        raise self.challenge(request, "incorrect pull key id or secret")
+        raise self.challenge(request, "incorrect pull key id or secret", scope)
 
-    def anonymous(self, request: web.Request) -> Identity:
+    def anonymous(self, request: web.Request, scope: str | None = None) -> Identity:
         environment = self._live.admission.environment(request.remote)
         if environment is None:
             self._observer.auth_failure(None, "anonymous_refused")
             raise self.challenge(request, f"anonymous pulls are not admitted from {request.remote}; "
-                                          "log in with a pull key")
+                                          "log in with a pull key", scope)
         return Identity(environment)
 
-    def challenge(self, request: web.Request, message: str, *, error: str | None = None) -> RegistryError:
+    def challenge(self, request: web.Request, message: str, scope: str | None = None, *,
+                  error: str | None = None) -> RegistryError:
         params = {"realm": self.realm(request), "service": SERVICE}
+        if scope is not None:
+            # Clients ask the realm for it; containerd asks twice without one.
+            params["scope"] = scope
         if error is not None:
             params["error"] = error
         header = "Bearer " + ",".join(f'{k}="{v}"' for k, v in params.items())

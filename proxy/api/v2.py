@@ -33,6 +33,7 @@ API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
 _PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|tags/list)")
 _READ_METHODS = ("GET", "HEAD")
+_SCOPE_NAME = re.compile(r"[a-z0-9._/:-]{1,255}")
 _PAGE_SIZE = re.compile(r"[0-9]{1,6}")
 _ENDPOINTS = {"blobs": EndpointKind.BLOB, "manifests": EndpointKind.MANIFEST}
 
@@ -85,7 +86,11 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    identity = await request.config_dict[PULL_AUTH].identify(request, ping=request.path in ("/v2", "/v2/"))
+    match = _PATH.fullmatch(request.raw_path.split("?", 1)[0])
+    # Only a name the challenge can quote; anything else is refused by the handler, after this.
+    scope = f"repository:{match['name']}:pull" if match and _SCOPE_NAME.fullmatch(match["name"]) else None
+    identity = await request.config_dict[PULL_AUTH].identify(request, ping=request.path in ("/v2", "/v2/"),
+                                                             scope=scope)
     request[IDENTITY] = identity
     request.config_dict[OBSERVER].environment_request(identity.environment)
     return await handler(request)

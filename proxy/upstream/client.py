@@ -78,7 +78,10 @@ class UpstreamClient:
             resp = await self._follow_redirects(endpoint, method, resp, sent)
             if not 200 <= resp.status < 300:
                 error = await status_error(endpoint, resp, kind)
-                note = self.registries.credential_note(env, target.registry) if resp.status == 401 else None
+                note = None
+                if resp.status == 401:
+                    note = self.registries.credential_note(env, target.registry) or (
+                        f"environment {env} has no credential for {target.registry}" if creds is None else None)
                 if note:
                     error.message = f"{error.message} ({note})"
                 if resp.status != 404:  # unknown tags are routine, not upstream trouble

@@ -60,7 +60,7 @@ async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: E
                              headers=headers)
     if status == 401:
         return RegistryError(ErrorCode.UNAUTHORIZED, f"{where} requires authentication: "
-                             f"{upstream_message or 'the credentials were refused'}")
+                             f"{upstream_message or 'HTTP 401'}")
     if status == 403:
         return RegistryError(ErrorCode.DENIED, f"{where} denied access: {upstream_message or 'HTTP 403'}")
     if status == 404:
