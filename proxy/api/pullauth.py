@@ -27,6 +27,7 @@ from aiohttp import BasicAuth, web
 from proxy.api.observer import Observer
 from proxy.api.pulltokens import Identity, TokenSigner
 from proxy.api.ratelimit import FailureLimiter
+from proxy.api.state import IDENTITY
 from proxy.directory import LiveState
 from proxy.errors import ErrorCode, RegistryError
 from proxy.humanize import timestamp
@@ -168,7 +169,10 @@ async def token(request: web.Request) -> web.Response:
             raise RegistryError(ErrorCode.UNAUTHORIZED, "username and password are required")
         header = BasicAuth(username, password).encode()
     if header is None:
-        return auth.token_answer(auth.anonymous(request))
-    if not header.lower().startswith("basic "):
+        identity = auth.anonymous(request)
+    elif header.lower().startswith("basic "):
+        identity = await auth.login(request, header)
+    else:
         raise auth.challenge(request, "log in to the token realm with a pull key as Basic credentials")
-    return auth.token_answer(await auth.login(request, header))
+    request[IDENTITY] = identity  # the access log says who logged in
+    return auth.token_answer(identity)
