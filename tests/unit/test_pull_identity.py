@@ -68,6 +68,17 @@ def test_failed_logins_past_the_limit_wait_out_the_window() -> None:
     assert limiter.retry_after("10.0.0.1") == 0
 
 
+def test_ipv6_clients_are_counted_by_their_slash_64() -> None:
+    limiter = FailureLimiter(limit=2, window=60, clock=Clock())
+    limiter.failed("2001:db8:1:2::1")
+    limiter.failed("2001:db8:1:2:ffff::9")
+    assert limiter.retry_after("2001:db8:1:2::77") > 0
+    assert limiter.retry_after("2001:db8:1:3::1") == 0
+    limiter.failed("::ffff:10.0.0.1")
+    limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") > 0 and limiter.retry_after("10.0.0.2") == 0
+
+
 def test_the_limiter_forgets_the_oldest_addresses_first() -> None:
     limiter = FailureLimiter(limit=1, window=60, clock=Clock(), remembered=2)
     for address in ("a", "b", "c"):
