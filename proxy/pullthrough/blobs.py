@@ -1,11 +1,12 @@
 """Blobs: served from the cache, or streamed from upstream to every waiting client at once.
 
-One download per digest, whichever repository asks. Every client asking for
-it meanwhile reads the partial blob as it grows, so 20 concurrent pulls make
-one upstream request and all of them stream from the first byte on. A
-request through another repository (or with other credentials) than the
-download's first asks the upstream whether it may read the blob, with its
-own access, before it follows along. The last byte is held back until the
+One download per digest, whichever repository of a registry asks. Every
+client asking for it meanwhile reads the partial blob as it grows, so 20
+concurrent pulls make one upstream request and all of them stream from the
+first byte on. A request through another repository (or with other
+credentials) than the download's first asks the upstream whether it may read
+the blob, with its own access, before it follows along; a request through
+another registry fetches the blob from that registry. The last byte is held back until the
 digest is verified: a client never receives a complete body that turns out
 to be wrong; its connection is cut instead.
 """
@@ -186,6 +187,9 @@ class BlobService:
             fetch = self._fetches.get(digest)
             if fetch is None or fetch.vouches_for(target, caller):
                 break
+            if not await self._vouchable(fetch.target, target, digest):
+                fetch = None  # this registry's own download, verified
+                break
             if not await self._cleared(target, digest, caller):
                 await self._authorize(target, digest, caller)
             fetch = self._fetches.get(digest)
@@ -234,6 +238,8 @@ class BlobService:
             # Committed a moment ago by this repository's own download, which links it next.
             return True
         if not await self._cleared(target, digest, caller):
+            if not await self._storage.registry_holds(target.registry, digest):
+                return False  # seen only through other registries: see _vouchable
             # The content is here, but was seen for another repository, or
             # this access was not cleared for it lately. Whether it may be
             # served now is for the upstream to say, so ask it first.
@@ -248,6 +254,15 @@ class BlobService:
                     return True
                 raise
         return True
+
+    async def _vouchable(self, seen: Target, target: Target, digest: Digest) -> bool:
+        """Whether a HEAD through ``target`` may clear content seen through ``seen``.
+
+        Only within one registry, whose repositories it answers for. Any other
+        registry could answer 200 to any digest, so content only another
+        registry was seen to hold is fetched from this one and verified.
+        """
+        return seen.registry == target.registry or await self._storage.registry_holds(target.registry, digest)
 
     async def _cleared(self, target: Target, digest: Digest, caller: Caller) -> bool:
         return self._clearances.fresh(caller, target) and await self._storage.blob_access(target, digest) is not None

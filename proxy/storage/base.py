@@ -115,6 +115,9 @@ class Storage(Protocol):
 
     async def link_blob(self, target: Target, digest: Digest, access: str) -> None: ...
 
+    async def registry_holds(self, registry: str, digest: Digest) -> bool:
+        """Whether a repository of ``registry`` was seen to hold the blob."""
+
     async def manifest_link(self, target: Target, digest: Digest) -> ManifestLink | None: ...
 
     async def link_manifest(self, target: Target, digest: Digest, link: ManifestLink) -> None: ...

@@ -148,6 +148,9 @@ class FilesystemStorage:
     async def link_blob(self, target: Target, digest: Digest, access: str) -> None:
         await self._index.link_blob(target, digest, access)
 
+    async def registry_holds(self, registry: str, digest: Digest) -> bool:
+        return await self._index.registry_holds(registry, digest)
+
     async def manifest_link(self, target: Target, digest: Digest) -> ManifestLink | None:
         return await self._index.manifest(target, digest)
 

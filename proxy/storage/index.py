@@ -42,6 +42,11 @@ class RepositoryIndex:
     async def link_blob(self, target: Target, digest: Digest, access: str) -> None:
         if await self.blob_access(target, digest) != access:
             await self._write(self.layout.blob_link(target, digest), access.encode())
+        if not await self.registry_holds(target.registry, digest):
+            await self._write(self.layout.registry_blob(target.registry, digest), b"")
+
+    async def registry_holds(self, registry: str, digest: Digest) -> bool:
+        return await self._read(self.layout.registry_blob(registry, digest)) is not None
 
     async def manifest(self, target: Target, digest: Digest) -> ManifestLink | None:
         raw = await self._read(self.layout.manifest_link(target, digest))

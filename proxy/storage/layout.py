@@ -12,6 +12,8 @@
         _blobs/<alg>/<hex>               link: the blob was seen here, with which access
         _manifests/<alg>/<hex>           link: JSON media type and access
         _tags/<tag>                      JSON: digest, media type, size, checked_at, access
+      repos/<registry>/_blobs/<alg>/<hex>  marker: some repository of this registry holds
+                                         the blob (repository names never start with "_")
 
 Content is shared between repositories, but it is served for a repository only
 through that repository's links, so one registry's content is never served for
@@ -54,6 +56,9 @@ class Layout:
 
     def blob_link(self, target: Target, digest: Digest) -> Path:
         return self.repo(target) / "_blobs" / digest.algorithm / digest.hex
+
+    def registry_blob(self, registry: str, digest: Digest) -> Path:
+        return self.repos / registry / "_blobs" / digest.algorithm / digest.hex
 
     def manifest_link(self, target: Target, digest: Digest) -> Path:
         return self.repo(target) / "_manifests" / digest.algorithm / digest.hex

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from .admin import Admin, new_token
+from .bgserver import BackgroundApp
 from .http import Reply, basic, call, get
 from .images import ImageInfo, build_image, push, sha256_digest
 from .proxyproc import ProxyFactory, ProxyProcess
@@ -144,6 +147,41 @@ def test_b_is_refused_what_a_cached_from_a_private_repository(
     assert pull(t.proxy, t.b, "public/app:2", tmp_path / "public") == 0
     public = [f"/v2/{REGISTRY}/public/app/blobs/{digest}" for digest in image.blob_digests]
     assert_refused(t.proxy, t.b, public, image, statuses=(404,))
+
+
+def test_a_registry_that_claims_every_blob_gets_none_from_the_cache(
+        token_upstream: Upstream, token_server: TokenServer, oci_layout: Path, make_proxy: ProxyFactory,
+        tmp_path: Path) -> None:
+    """A registry anyone can run answers 200 to a HEAD for any digest; the proxy must not take its word."""
+    image = build_image(oci_layout, "1", layer_sizes=[2000])
+    push(token_upstream, oci_layout, "1", "private/app")
+    asked: list[str] = []
+
+    async def claim_everything(request: web.Request) -> web.Response:
+        asked.append(request.method)
+        if request.method == "HEAD":
+            return web.Response(headers={"Content-Length": "2000", "Docker-Content-Digest": request.match_info["d"]})
+        return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]}, status=404)
+
+    async def ping(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/v2/", ping)
+    app.router.add_route("*", "/v2/me/x/blobs/{d}", claim_everything)
+    hostile = BackgroundApp(app, name="e2e-hostile-registry")
+    try:
+        t = tenants(make_proxy, token_upstream, token_server)
+        t.admin.ok("PATCH", "/upstreams/evil.example", {"endpoint": hostile.url})
+        assert pull(t.proxy, t.a, "private/app:1", tmp_path / "a") == 0
+        for digest in image.blob_digests:
+            reply = get(t.proxy.host, f"/v2/evil.example/me/x/blobs/{digest}", Authorization=basic(t.b["id"], t.b["secret"]))
+            assert reply.status == 404 and reply.error_codes == ["BLOB_UNKNOWN"], (reply.status, reply.body[:200])
+            assert sha256_digest(reply.body) != digest
+        # It was asked for the bytes themselves, never trusted on a HEAD.
+        assert asked and set(asked) == {"GET"}
+    finally:
+        hostile.stop()
 
 
 def test_public_image_cached_for_a_is_served_to_b_without_downloading_again(

@@ -108,28 +108,61 @@ async def test_twenty_concurrent_cold_opens_make_one_get_and_all_read_the_whole_
     assert storage.size(BLOB, digest) == len(LAYER) and blobs.in_flight == 0
 
 
-async def test_a_join_across_repositories_and_registries_makes_one_get_and_a_head_for_each_other_one(
+async def test_a_join_across_repositories_makes_one_get_and_a_head_for_each_other_one(
         blobs: BlobService, upstream: FakeUpstream) -> None:
-    digest = upstream.add_blob(LAYER, APP, MIRROR, OTHER_REGISTRY)
+    digest = upstream.add_blob(LAYER, APP, MIRROR)
     held = upstream.hold(digest)
     entered = Tally()
     first = Reader(blobs, APP, digest, entered)
     await entered.reach(1)
-    others = [Reader(blobs, t, digest, entered) for t in (MIRROR, MIRROR, OTHER_REGISTRY)]
-    await entered.reach(4)
+    others = [Reader(blobs, MIRROR, digest, entered) for _ in range(2)]
+    await entered.reach(3)
 
     await held.send_all(LAYER, pieces=2)
     held.end()
 
-    assert [await r.finished() for r in (first, *others)] == [LAYER] * 4
-    assert [r.result for r in (first, *others)] == [CacheResult.MISS] + [CacheResult.JOINED] * 3
-    assert upstream.calls == Counter({blob_call("GET", APP, digest): 1, blob_call("HEAD", MIRROR, digest): 1,
-                                      blob_call("HEAD", OTHER_REGISTRY, digest): 1})
+    assert [await r.finished() for r in (first, *others)] == [LAYER] * 3
+    assert [r.result for r in (first, *others)] == [CacheResult.MISS] + [CacheResult.JOINED] * 2
+    assert upstream.calls == Counter({blob_call("GET", APP, digest): 1, blob_call("HEAD", MIRROR, digest): 1})
     # Each was cleared with its own HEAD, which the cache remembers.
     upstream.reset()
-    for target in (APP, MIRROR, OTHER_REGISTRY):
+    for target in (APP, MIRROR):
         assert await pull(blobs, target, digest) == (LAYER, CacheResult.HIT)
     assert upstream.calls == Counter()
+
+
+async def test_another_registry_gets_the_blob_from_itself_not_by_a_head(
+        blobs: BlobService, upstream: FakeUpstream) -> None:
+    """A HEAD proves nothing across registries: any registry could answer 200 for any digest."""
+    digest = upstream.add_blob(LAYER, APP, OTHER_REGISTRY)
+    held = upstream.hold(digest)
+    entered = Tally()
+    first = Reader(blobs, APP, digest, entered)
+    await entered.reach(1)
+    joining = Reader(blobs, OTHER_REGISTRY, digest, entered)  # while APP's download runs
+    await entered.reach(2)
+    await held.send_all(LAYER, pieces=2)
+    held.end()
+    assert [await first.finished(), await joining.finished()] == [LAYER] * 2
+    assert [first.result, joining.result] == [CacheResult.MISS, CacheResult.MISS]
+    assert upstream.count("HEAD") == 0
+    assert upstream.calls == Counter({blob_call("GET", APP, digest): 1, blob_call("GET", OTHER_REGISTRY, digest): 1})
+
+    # Cached now, and known to both registries: a third repository of either is cleared by a HEAD.
+    upstream.reset()
+    assert await pull(blobs, OTHER_REGISTRY, digest) == (LAYER, CacheResult.HIT)
+    assert upstream.calls == Counter()
+
+
+async def test_a_blob_cached_for_one_registry_is_not_served_through_another_that_lacks_it(
+        blobs: BlobService, upstream: FakeUpstream) -> None:
+    digest = upstream.add_blob(LAYER, APP)
+    assert await pull(blobs, APP, digest) == (LAYER, CacheResult.MISS)
+    upstream.reset()
+    with pytest.raises(RegistryError) as refused:
+        await pull(blobs, OTHER_REGISTRY, digest)
+    assert refused.value.code is ErrorCode.BLOB_UNKNOWN
+    assert upstream.calls == Counter({blob_call("GET", OTHER_REGISTRY, digest): 1})
 
 
 async def test_other_credentials_on_the_same_repository_ask_upstream_before_joining(
