@@ -83,7 +83,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         await live.settings.seed({name: settings.file_settings.get(name) for name in SETTING_DEFAULTS})
         await live.reload()
         app[LIVE] = live
-        app[PULL_AUTH] = PullAuth(live, TokenSigner(secret_key), app[OBSERVER], external_url=settings.external_url)
+        app[PULL_AUTH] = PullAuth(live, TokenSigner(secret_key), app[OBSERVER], external_url=settings.external_url,
+                                  trusted_proxies=settings.trusted_proxies)
         token = await asyncio.to_thread(resolve_admin_token, settings.admin_token_file, settings.data_dir,
                                         os.environ)
         app[ADMIN_TOKEN] = token

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import math
 import re
 import time
@@ -44,8 +45,9 @@ _HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1
 
 class PullAuth:
     def __init__(self, live: LiveState, signer: TokenSigner, observer: Observer, *, external_url: str | None,
-                 limiter: FailureLimiter | None = None) -> None:
+                 trusted_proxies: tuple[str, ...] = (), limiter: FailureLimiter | None = None) -> None:
         self._live = live
+        self._trusted = tuple(ipaddress.ip_network(net) for net in trusted_proxies)
         self.signer = signer
         self._observer = observer
         self._external_url = external_url.rstrip("/") if external_url else None
@@ -58,7 +60,7 @@ class PullAuth:
     async def identify(self, request: web.Request, *, ping: bool, scope: str | None) -> Identity:
         """The client's identity, or a RegistryError carrying the challenge (with ``scope``, when known)."""
         header = request.headers.get("Authorization")
-        remote = request.remote or ""
+        remote = self.client_address(request)
         if header is None:
             if ping:
                 raise self.challenge(request, "authentication required")
@@ -76,7 +78,7 @@ class PullAuth:
 
     async def login(self, request: web.Request, header: str, scope: str | None = None) -> Identity:
         """The identity of a ``Basic`` pull key; refused (and counted) when it does not match."""
-        remote = request.remote or ""
+        remote = self.client_address(request)
         wait = self._limiter.retry_after(remote)
         if wait > 0:
             self._observer.auth_failure(None, "rate_limited")
@@ -87,21 +89,55 @@ class PullAuth:
         except ValueError:
             given = None
         record = None if given is None else self._live.keys.get(given.login)
-        if given is not None and record is not None and await self._matches(record, given.password):
-            self._live.note_key_use(record.id)
-            return Identity(record.environment, record.id)
-        self._limiter.failed(remote)
+        if given is not None and record is not None:
+            slow = not self._remembered(record)
+            if slow:
+                # Counted before the slow hash, so a burst of guesses cannot all
+                # be hashed before the first of them is counted.
+                self._limiter.failed(remote)
+            if await self._matches(record, given.password):
+                if slow:
+                    self._limiter.forgive(remote)
+                self._live.note_key_use(record.id)
+                return Identity(record.environment, record.id, _version(record))
+            if not slow:
+                self._limiter.failed(remote)
+        else:
+            self._limiter.failed(remote)
         self._observer.auth_failure(record.environment if record else None,
                                     "wrong_secret" if record else "unknown_key")
         raise self.challenge(request, "incorrect pull key id or secret", scope)
 
     def anonymous(self, request: web.Request, scope: str | None = None) -> Identity:
-        environment = self._live.admission.environment(request.remote)
+        remote = self.client_address(request)
+        environment = self._live.admission.environment(remote)
         if environment is None:
             self._observer.auth_failure(None, "anonymous_refused")
-            raise self.challenge(request, f"anonymous pulls are not admitted from {request.remote}; "
+            raise self.challenge(request, f"anonymous pulls are not admitted from {remote}; "
                                           "log in with a pull key", scope)
         return Identity(environment)
+
+    def client_address(self, request: web.Request) -> str:
+        """The client's address: the TCP peer, or what trusted proxies in front of us say it is.
+
+        X-Forwarded-For is read from the right, past the trusted proxies
+        only: a client can write anything at its left end.
+        """
+        remote = request.remote or ""
+        if not self._trusted or not self._is_trusted(remote):
+            return remote
+        hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", []) for hop in value.split(",")]
+        for hop in reversed(hops):
+            if not self._is_trusted(hop):
+                return hop if _is_address(hop) else remote
+        return remote
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted if ip.version == network.version)
 
     def challenge(self, request: web.Request, message: str, scope: str | None = None, *,
                   error: str | None = None) -> RegistryError:
@@ -138,8 +174,13 @@ class PullAuth:
             # An anonymous token holds only where its environment admits the client.
             return self._live.admission.environment(remote) == identity.environment
         key = self._live.keys.get(identity.key_id)
-        # Revoked keys and deleted environments end their tokens at once.
-        return key is not None and key.environment == identity.environment
+        # Revoked keys, replaced secrets and deleted environments end their tokens at once.
+        return (key is not None and key.environment == identity.environment
+                and identity.key_version == _version(key))
+
+    def _remembered(self, record: PullKeyRecord) -> bool:
+        known = self._verified.get(record.id)
+        return known is not None and known[0] == record.hash
 
     async def _matches(self, record: PullKeyRecord, secret: str) -> bool:
         fast = hashlib.sha256(secret.encode()).digest()
@@ -154,6 +195,19 @@ class PullAuth:
 
 
 PULL_AUTH = web.AppKey("pull_auth", PullAuth)
+
+
+def _version(key: PullKeyRecord) -> str:
+    # Of the hash, which changes with the secret; says nothing about the secret.
+    return hashlib.sha256(key.hash.encode()).hexdigest()[:16]
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 async def token(request: web.Request) -> web.Response:

@@ -28,10 +28,15 @@ _REMEMBERED = 10_000
 
 @dataclass(frozen=True)
 class Identity:
-    """Who a registry request is from: an environment, and the key used (None: anonymous)."""
+    """Who a registry request is from: an environment, and the key used (None: anonymous).
+
+    ``key_version`` tells one secret of a key id from the next (a config
+    file's key whose secret was replaced), so tokens end with their secret.
+    """
 
     environment: str
     key_id: str | None = None
+    key_version: str | None = None
 
 
 class TokenSigner:
@@ -45,7 +50,8 @@ class TokenSigner:
         self._verified: dict[str, tuple[Identity, int]] = {}
 
     def issue(self, identity: Identity) -> str:
-        claims = {"e": identity.environment, "k": identity.key_id, "x": int(self._clock()) + self.ttl}
+        claims = {"e": identity.environment, "k": identity.key_id, "v": identity.key_version,
+                  "x": int(self._clock()) + self.ttl}
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"{_PREFIX}.{payload}.{self._sign(payload)}"
 
@@ -60,14 +66,14 @@ class TokenSigner:
             return None
         try:
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            environment, key_id, expires = claims["e"], claims["k"], claims["x"]
+            environment, key_id, version, expires = claims["e"], claims["k"], claims["v"], claims["x"]
         except (ValueError, KeyError, TypeError):
             return None
         if not isinstance(environment, str) or not isinstance(expires, int) or expires <= self._clock():
             return None
-        if key_id is not None and not isinstance(key_id, str):
+        if not all(value is None or isinstance(value, str) for value in (key_id, version)):
             return None
-        identity = Identity(environment, key_id)
+        identity = Identity(environment, key_id, version)
         if len(self._verified) >= _REMEMBERED:
             self._verified.clear()
         self._verified[token] = (identity, expires)

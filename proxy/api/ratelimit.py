@@ -41,6 +41,12 @@ class FailureLimiter:
         while len(self._failures) > self._remembered:
             self._failures.popitem(last=False)
 
+    def forgive(self, address: str) -> None:
+        """Take back the latest failure: an attempt counted before its outcome was known, and it succeeded."""
+        failures = self._failures.get(_counted_as(address))
+        if failures:
+            failures.pop()
+
     def _recent(self, address: str) -> deque[float] | None:
         failures = self._failures.get(address)
         if failures is None:

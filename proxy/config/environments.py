@@ -19,7 +19,7 @@ from proxy.credentials.schema import Field, Group, Invalid, ListOf, ValueType
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT, ENV_NAME, FLAG, SECRET_FILE, text
 
 __all__ = ["ANONYMOUS_FROM", "ANONYMOUS_PULL", "ENVIRONMENT_BODY", "ENVIRONMENT_EDIT", "ENVIRONMENT_ENTRY", "KEY_BODY",
-           "KEY_ID", "MIN_SECRET", "EnvironmentConfig", "KeyConfig", "environments_from", "parse_networks"]
+           "KEY_ID", "MIN_SECRET", "NETWORKS", "EnvironmentConfig", "KeyConfig", "environments_from", "parse_networks"]
 
 # Short enough for a user name field, long enough to be unique at a glance.
 _KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}")

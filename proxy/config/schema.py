@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config.connection import CA_CERT, CLIENT_CERT, CLIENT_KEY, ENDPOINT, INSECURE
-from proxy.config.environments import ENVIRONMENT_ENTRY
+from proxy.config.environments import ENVIRONMENT_ENTRY, NETWORKS
 from proxy.config.runtime import SETTINGS
 from proxy.credentials.fields import (
     ACCESS_KEY_ID,
@@ -138,6 +138,9 @@ CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-prox
                                     from_file=_external_url),
           "The URL clients reach the proxy at behind an ingress or load balancer; the token realm is built from it. "
           "Unset: from the address each client used"),
+    Field("trusted_proxies", NETWORKS, "Load balancers and ingress controllers in front of the proxy, as networks: "
+                                       "from them, X-Forwarded-For names the client (for anonymous_from and the "
+                                       "failed-login limit)"),
     SETTINGS,
     CACHE,
     ListOf("registries", "Upstream registries that need credentials or another address", REGISTRY_ENTRY),

@@ -64,6 +64,7 @@ class Settings:
     file_settings: Mapping[str, str] = field(default_factory=dict)
     admin_token_file: Path | None = None
     external_url: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
     # A listener of their own for the admin API, the status page and /metrics.
     admin_listen: tuple[str, int] | None = None
     secret_key_file: Path | None = None
@@ -153,6 +154,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         admin_token_file=values.get("admin", {}).get("token_file"),
         admin_listen=admin_listen,
         external_url=values.get("external_url"),
+        trusted_proxies=values.get("trusted_proxies", ()),
         secret_key_file=values.get("secrets", {}).get("key_file"),
         tls=_server_tls(values.get("tls", {})),
     )

@@ -9,6 +9,7 @@ rows, replaced at each start and refused to the admin API.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,8 @@ from proxy.store.db import Database
 from proxy.store.pullkeys import PullKeyRecord, hash_secret, verify_secret
 
 __all__ = ["AlreadyExists", "EnvironmentRecord", "EnvironmentStore", "InUse", "Protected"]
+
+log = logging.getLogger(__name__)
 
 
 class AlreadyExists(Exception):
@@ -158,9 +161,18 @@ class EnvironmentStore:
                 else:
                     hashes[key.id] = await self._db_hash(key.secret)
 
+        declared = {key.id for env in wanted.values() for key in env.keys}
+        for key_id in declared:
+            old = existing.get(key_id)
+            if old is not None and old.source == "api":
+                log.warning("pull key %s of environment %s, made through the admin API, is replaced by the config "
+                            "file's key of the same id", key_id, old.environment)
+
         def sync(conn: sqlite3.Connection) -> None:
             now = time.time()
-            conn.execute("DELETE FROM pull_keys WHERE source = 'config'")
+            for row in conn.execute("SELECT id FROM pull_keys WHERE source = 'config'").fetchall():
+                if row["id"] not in declared:
+                    conn.execute("DELETE FROM pull_keys WHERE id = ?", (row["id"],))
             for row in conn.execute("SELECT name FROM environments WHERE source = 'config'").fetchall():
                 if row["name"] not in wanted:
                     # Back to the API's hands, with what it owns; default never goes away.
@@ -174,12 +186,12 @@ class EnvironmentStore:
                     " source = 'config', updated = excluded.updated",
                     (env.name, int(env.anonymous_pull), json.dumps(env.anonymous_from), now, now))
                 for key in env.keys:
-                    taken = conn.execute("SELECT environment FROM pull_keys WHERE id = ?", (key.id,)).fetchone()
-                    if taken is not None:
-                        # The file wins over a key the API made with the same id.
-                        conn.execute("DELETE FROM pull_keys WHERE id = ?", (key.id,))
+                    # Kept across starts, with when it was made and last used; the
+                    # file wins over a key the API made with the same id.
                     conn.execute("INSERT INTO pull_keys (id, environment, hash, source, created) VALUES"
-                                 " (?, ?, ?, 'config', ?)", (key.id, env.name, hashes[key.id], now))
+                                 " (?, ?, ?, 'config', ?) ON CONFLICT (id) DO UPDATE SET"
+                                 " environment = excluded.environment, hash = excluded.hash, source = 'config'",
+                                 (key.id, env.name, hashes[key.id], now))
 
         await self._db.transaction(sync)
 

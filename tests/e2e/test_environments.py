@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -138,6 +139,40 @@ def test_eleventh_failed_login_in_a_minute_is_refused_even_with_the_right_key(ma
     # Per source address: another one logs in as usual.
     other = call(proxy.host, "GET", REALM, {"Authorization": key_basic(key)}, source="127.0.0.2")
     assert other.status == 200 and other.json()["token"]
+
+
+def test_a_burst_of_guesses_is_limited_before_it_is_hashed(make_proxy: ProxyFactory) -> None:
+    proxy, admin = start(make_proxy)
+    key = admin.key("default")
+    wrong = basic(key["id"], "not-" + key["secret"])
+    with ThreadPoolExecutor(30) as pool:
+        statuses = list(pool.map(lambda _: get(proxy.host, REALM, Authorization=wrong).status, range(30)))
+    assert sorted(set(statuses)) == [401, 429] and statuses.count(401) <= 10, statuses
+    metric = scrape(proxy)
+    assert metric("registry_proxy_auth_failures_total", environment="default", reason="wrong_secret") <= 10
+    assert metric("registry_proxy_auth_failures_total", environment="unknown", reason="rate_limited") >= 20
+
+
+def test_trusted_proxies_name_the_client_for_anonymous_admission(
+        plain_upstream: Upstream, oci_layout: Path, make_proxy: ProxyFactory) -> None:
+    build_image(oci_layout, "1", layer_sizes=[1000])
+    push(plain_upstream, oci_layout, "1", "org/app")
+    path = f"/v2/{REGISTRY}/org/app/manifests/1"
+    nodes = [{"name": "default", "anonymous_pull": False},
+             {"name": "nodes", "anonymous_pull": True, "anonymous_from": ["10.9.0.0/16"]}]
+    behind, _ = start(make_proxy, plain_upstream, environments=nodes, trusted_proxies=["127.0.0.1/32"])
+    direct, _ = start(make_proxy, plain_upstream, environments=nodes)
+
+    def status(proxy: ProxyProcess, forwarded: str, source: str = "127.0.0.1") -> int:
+        return call(proxy.host, "GET", path, {"Accept": MANIFEST_ACCEPT, "X-Forwarded-For": forwarded},
+                    source=source).status
+
+    assert status(behind, "10.9.1.1") == 200
+    # Read from the right: what the client wrote at the left end counts for nothing.
+    assert status(behind, "10.9.1.1, 192.0.2.1") == 401
+    # Only from a trusted proxy, and without trusted_proxies never.
+    assert status(behind, "10.9.1.1", source="127.0.0.2") == 401
+    assert status(direct, "10.9.1.1") == 401
 
 
 def test_a_pull_key_cannot_use_the_admin_api(make_proxy: ProxyFactory) -> None:

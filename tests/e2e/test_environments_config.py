@@ -53,10 +53,18 @@ def test_a_key_from_the_config_file_pulls_with_its_environments_credential(
     [listed] = admin.ok("GET", "/environments/team-a/keys")["keys"]
     assert listed["source"] == "config" and "secret" not in listed
 
-    # A new secret in the file replaces the old one at the next start.
+    # A restart keeps the key, with when it was made and last used.
+    old_token = get(proxy.host, "/auth/token", Authorization=basic("team-a-ci", FIRST)).json()["token"]
+    proxy.restart()
+    [kept] = admin.ok("GET", "/environments/team-a/keys")["keys"]
+    assert (kept["created"], kept["last_used"]) == (listed["created"], listed["last_used"]) and kept["last_used"]
+    assert get(proxy.host, PATH, Accept=MANIFEST_ACCEPT, Authorization=f"Bearer {old_token}").status == 200
+
+    # A new secret in the file replaces the old one at the next start, and ends its tokens.
     secret_file.write_text(SECOND + "\n")
     proxy.restart()
     assert get(proxy.host, PATH, Accept=MANIFEST_ACCEPT, Authorization=basic("team-a-ci", FIRST)).status == 401
+    assert get(proxy.host, PATH, Accept=MANIFEST_ACCEPT, Authorization=f"Bearer {old_token}").status == 401
     assert get(proxy.host, PATH, Accept=MANIFEST_ACCEPT, Authorization=basic("team-a-ci", SECOND)).status == 200
 
     # Left out of the file, the environment goes back to the API's hands, without the file's key.

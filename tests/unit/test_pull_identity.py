@@ -26,8 +26,8 @@ KEY = b"k" * 32
 def test_a_token_names_its_environment_and_key_until_it_expires() -> None:
     clock = Clock()
     signer = TokenSigner(KEY, ttl=300, clock=clock)
-    token = signer.issue(Identity("team-a", "pk-1"))
-    assert signer.verify(token) == Identity("team-a", "pk-1")
+    token = signer.issue(Identity("team-a", "pk-1", "v1"))
+    assert signer.verify(token) == Identity("team-a", "pk-1", "v1")
     anonymous = signer.issue(Identity("default"))
     assert signer.verify(anonymous) == Identity("default", None)
     clock.now += 300
