@@ -123,6 +123,12 @@ def render_config(values: dict[str, Any]) -> dict[str, Any]:
     config.setdefault("listen", listen[1].replace("%d", str(int(values["containerPort"]))))
     config["admin"] = dict(config.get("admin") or {})
     config["admin"].setdefault("listen", admin_listen[1].replace("%d", str(int(values["admin"]["port"]))))
+    assert re.search(r'set \$config "external_url" \(printf "%s://%s" \$scheme \(first \.Values\.ingress\.hosts\)\.host\)',
+                     helper) and 'ternary "https" "http" (gt (len .Values.ingress.tls) 0)' in helper, \
+        "the config helper no longer derives external_url the way this test reads"
+    ingress = values["ingress"]
+    if ingress["enabled"] and ingress["hosts"]:
+        config.setdefault("external_url", f"{'https' if ingress['tls'] else 'http'}://{ingress['hosts'][0]['host']}")
     config.setdefault("data_dir", data_dir[1])
     if values["tls"]["existingSecret"]:
         config["tls"] = {"cert_file": tls[1], "key_file": tls[2], **(config.get("tls") or {})}
@@ -573,6 +579,17 @@ def test_admin_service_is_opt_in_and_inside_the_cluster() -> None:
     assert service["spec"]["type"] == "ClusterIP"
     assert service["spec"]["ports"] == [{"name": "admin", "port": values["admin"]["service"]["port"],
                                          "targetPort": "admin", "protocol": "TCP"}]
+
+
+def test_behind_the_ingress_the_token_realm_is_the_ingress_host(tmp_path: Path) -> None:
+    values = _values()
+    assert "external_url" not in render_config(values)
+    values["ingress"].update(enabled=True, hosts=[{"host": "proxy.example.com", "paths": [{"path": "/"}]}])
+    assert _load(render_config(values), tmp_path).external_url == "http://proxy.example.com"
+    values["ingress"]["tls"] = [{"secretName": "proxy-tls", "hosts": ["proxy.example.com"]}]
+    assert _load(render_config(values), tmp_path).external_url == "https://proxy.example.com"
+    values["config"]["external_url"] = "https://registry.example.com"
+    assert _load(render_config(values), tmp_path).external_url == "https://registry.example.com"
 
 
 def test_config_listens_for_admin_on_the_admin_port(tmp_path: Path) -> None:

@@ -85,6 +85,11 @@ it back with: include "registry-proxy.config" . | fromYaml
 {{- $_ := set $admin "listen" (printf "0.0.0.0:%d" (int .Values.admin.port)) -}}
 {{- $_ := set $config "admin" $admin -}}
 {{- end -}}
+{{- /* Behind the Ingress, clients reach the token realm at its host, with https when it terminates TLS. */ -}}
+{{- if and .Values.ingress.enabled .Values.ingress.hosts (not (hasKey $config "external_url")) -}}
+{{- $scheme := ternary "https" "http" (gt (len .Values.ingress.tls) 0) -}}
+{{- $_ := set $config "external_url" (printf "%s://%s" $scheme (first .Values.ingress.hosts).host) -}}
+{{- end -}}
 {{- if not (hasKey $config "data_dir") -}}
 {{- $_ := set $config "data_dir" "/data" -}}
 {{- end -}}
