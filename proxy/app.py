@@ -118,7 +118,6 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         blobs=BlobService(storage=storage, upstream=upstream, clearances=clearances),
         manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
         storage=storage,
-        clearances=clearances,
     )
     app[SERVICES] = services
     app[OBSERVER].add_collector(state_collector(app))

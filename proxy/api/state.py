@@ -11,7 +11,6 @@ from proxy.api.pulltokens import Identity
 from proxy.config.settings import Settings
 from proxy.directory import LiveState
 from proxy.pullthrough.blobs import BlobService
-from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.routing import Router
 from proxy.storage.base import Storage
@@ -28,7 +27,6 @@ class Services:
     blobs: BlobService
     manifests: ManifestService
     storage: Storage
-    clearances: Clearances
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -246,11 +246,10 @@ class BlobService:
             try:
                 await self._authorize(target, digest, caller)
             except RegistryError as err:
-                if err.status in (401, 403, 404):
-                    self._clearances.refused(caller)
+                self._clearances.check_failed(caller, err)
                 # With the upstream down, the last clearance this access got
                 # for the repository stands, as a stale tag does.
-                elif err.code in STALE_OK and await self._storage.blob_access(target, digest) == caller.access:
+                if err.code in STALE_OK and await self._storage.blob_access(target, digest) == caller.access:
                     return True
                 raise
         return True

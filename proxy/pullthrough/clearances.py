@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from proxy.errors import RegistryError
 from proxy.reference import Target
 
 __all__ = ["Caller", "Clearances"]
@@ -58,7 +59,7 @@ class Clearances:
         seen = self._seen.get((caller.access, target))
         return seen is not None and self._clock() - seen < age
 
-    def refused(self, caller: Caller) -> None:
-        """The upstream refused a caller content the cache holds for the repository."""
-        if self._on_refused is not None:
+    def check_failed(self, caller: Caller, err: RegistryError) -> None:
+        """A check of cached content failed; a refusal (not an outage) is counted for the caller's environment."""
+        if err.status in (401, 403, 404) and self._on_refused is not None:
             self._on_refused(caller.environment)

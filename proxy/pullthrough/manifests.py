@@ -111,8 +111,7 @@ class ManifestService:
         try:
             return await check
         except RegistryError as err:
-            if err.status in (401, 403, 404):
-                self._clearances.refused(caller)
+            self._clearances.check_failed(caller, err)
             raise
 
     async def _refresh_tag(self, target: Target, tag: str, record: TagRecord | None,

@@ -6,6 +6,7 @@ import pytest
 from proxy.api.pulltokens import Identity, TokenSigner
 from proxy.api.ratelimit import FailureLimiter
 from proxy.directory import Admission
+from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Caller, Clearances
 from proxy.reference import Target
 from proxy.store.environments import EnvironmentRecord
@@ -130,7 +131,9 @@ def test_a_clearance_holds_for_its_access_and_repository_until_the_ttl() -> None
     clock.now += 300
     assert not clearances.fresh(a, APP)
     assert clearances.seen_within(a, APP, 600)
-    clearances.refused(b)
+    clearances.check_failed(b, RegistryError(ErrorCode.UNAVAILABLE))
+    assert refused == []
+    clearances.check_failed(b, RegistryError(ErrorCode.UNAUTHORIZED))
     assert refused == ["team-b"]
 
 
