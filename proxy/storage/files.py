@@ -86,13 +86,28 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    """Write a small file so readers see either the old or the new content. Blocking."""
+    """Write a small file so readers see either the old or the new content, even after a power loss. Blocking.
+
+    The data is synced before the rename, and the rename after it: a crash
+    leaves the old file or the whole new one, never an empty one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="small-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(name, path)
+        _sync_dir(path.parent)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
 
-from proxy.reference import Digest, Target
+from proxy.reference import Digest, InvalidReference, Target, parse_digest
 from proxy.storage.base import ManifestLink, TagRecord
 from proxy.storage.files import IoPool, atomic_write
 from proxy.storage.layout import Layout
@@ -37,11 +37,18 @@ class RepositoryIndex:
 
     async def blob_access(self, target: Target, digest: Digest) -> str | None:
         raw = await self._read(self.layout.blob_link(target, digest))
-        return None if raw is None else raw.decode()
+        try:
+            access = None if raw is None else json.loads(raw)["access"]
+        except (ValueError, TypeError, KeyError):
+            # A link that is not whole says nothing: the blob is checked again.
+            return None
+        return access if isinstance(access, str) else None
 
     async def link_blob(self, target: Target, digest: Digest, access: str) -> None:
         if await self.blob_access(target, digest) != access:
-            await self._write(self.layout.blob_link(target, digest), access.encode())
+            # JSON, so that no access (anonymous, "") is still a non-empty
+            # file, and an empty or torn one reads as no link at all.
+            await self._write(self.layout.blob_link(target, digest), json.dumps({"access": access}).encode())
         if not await self.registry_holds(target.registry, digest):
             await self._write(self.layout.registry_blob(target.registry, digest), b"")
 
@@ -51,9 +58,12 @@ class RepositoryIndex:
     async def manifest(self, target: Target, digest: Digest) -> ManifestLink | None:
         raw = await self._read(self.layout.manifest_link(target, digest))
         try:
-            return None if raw is None else ManifestLink(**json.loads(raw))
+            link = None if raw is None else ManifestLink(**json.loads(raw))
         except (ValueError, TypeError):
             return None
+        if link is None or not (isinstance(link.media_type, str) and isinstance(link.access, str)):
+            return None
+        return link
 
     async def link_manifest(self, target: Target, digest: Digest, link: ManifestLink) -> None:
         await self._write(self.layout.manifest_link(target, digest), json.dumps(asdict(link)).encode())
@@ -61,9 +71,11 @@ class RepositoryIndex:
     async def tag(self, target: Target, tag: str) -> TagRecord | None:
         raw = await self._read(self.layout.tag(target, tag))
         try:
-            return None if raw is None else TagRecord(**json.loads(raw))
+            record = None if raw is None else TagRecord(**json.loads(raw))
         except (ValueError, TypeError):
             return None
+        # Damaged records read as unknown tags, which are fetched again.
+        return record if record is not None and _whole(record) else None
 
     async def set_tag(self, target: Target, tag: str, record: TagRecord) -> None:
         await self._write(self.layout.tag(target, tag), json.dumps(asdict(record)).encode())
@@ -97,3 +109,13 @@ def _read_file(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+
+
+def _whole(record: TagRecord) -> bool:
+    try:
+        parse_digest(record.digest)
+    except (InvalidReference, TypeError, AttributeError):
+        return False
+    numbers = (record.size, record.checked_at)
+    return (isinstance(record.media_type, str) and isinstance(record.access, str)
+            and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in numbers))
