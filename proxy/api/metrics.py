@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from proxy.api.auth import require_admin
+from proxy.api.content_policy import NOSNIFF
 from proxy.api.observer import Observer, StateCollector
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
 from proxy.reference import DOCKER_HUB
@@ -53,7 +54,7 @@ async def metrics(request: web.Request) -> web.Response:
     if not request.config_dict[SETTINGS].metrics_public:
         require_admin(request, realm_basic=False)
     body = generate_latest(request.config_dict[OBSERVER].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, **NOSNIFF})
 
 
 def state_collector(app: web.Application) -> StateCollector:

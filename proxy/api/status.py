@@ -14,6 +14,7 @@ from aiohttp import web
 
 from proxy import __version__
 from proxy.api.auth import require_admin
+from proxy.api.content_policy import NOSNIFF, new_nonce, status_page_headers
 from proxy.api.health import readiness
 from proxy.api.observer import OTHER
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
@@ -30,12 +31,16 @@ def setup_status_routes(app: web.Application) -> None:
 
 async def page(request: web.Request) -> web.Response:
     _check(request)
-    return aiohttp_jinja2.render_template("status.html", request, await status_data(request.app))
+    nonce = new_nonce()
+    response = aiohttp_jinja2.render_template("status.html", request, {**await status_data(request.app),
+                                                                        "style_nonce": nonce})
+    response.headers.update(status_page_headers(nonce))
+    return response
 
 
 async def as_json(request: web.Request) -> web.Response:
     _check(request)
-    return web.json_response(await status_data(request.app))
+    return web.json_response(await status_data(request.app), headers=NOSNIFF)
 
 
 def _check(request: web.Request) -> None:

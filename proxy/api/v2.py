@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.api.blobs import serve_blob
+from proxy.api.content_policy import REGISTRY_HEADERS, registry_headers
 from proxy.api.metrics import ENDPOINT, REGISTRY, observe_requests
 from proxy.api.pullauth import PULL_AUTH, REALM_PATH, token
 from proxy.api.state import IDENTITY, OBSERVER, SERVICES
@@ -42,6 +43,7 @@ def registry_app() -> web.Application:
     """The /v2 sub-application: every answer, errors included, in the registry's shape."""
     app = web.Application(middlewares=[observe_requests, registry_errors, authenticate])
     app.on_response_prepare.append(_add_api_version)
+    app.on_response_prepare.append(registry_headers)
     app.router.add_route("*", "", ping)
     app.router.add_route("*", "/", ping)
     app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
@@ -56,9 +58,11 @@ def setup_token_route(app: web.Application) -> None:
 
 async def _token(request: web.Request) -> web.Response:
     try:
-        return await token(request)
+        response = await token(request)
     except RegistryError as err:
-        return render(request, err)
+        response = render(request, err)
+    response.headers.update(REGISTRY_HEADERS)
+    return response
 
 
 def render(request: web.Request, err: RegistryError) -> web.Response:

@@ -2,14 +2,14 @@
 
 A tag is revalidated with a HEAD, which Docker Hub does not count against its
 pull limit. When the upstream is down, rate limiting or failing, the last
-known manifest is served for up to ``max_stale`` and marked stale.
+known manifest is served for up to ``max_stale`` and marked stale. Only what
+``manifest_shape`` accepts is cached or served, under a registered media type.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
@@ -18,11 +18,12 @@ from typing import TypeVar
 from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Caller, Clearances
+from proxy.pullthrough.manifest_shape import MANIFEST_TYPES, head_media_type, manifest_media_type
 from proxy.pullthrough.ports import STALE_OK, CacheResult, Upstream
 from proxy.reference import Digest, InvalidReference, Target, parse_digest
 from proxy.singleflight import SingleFlight
 from proxy.storage.base import ContentKind, ManifestLink, Storage, TagRecord
-from proxy.upstream.body import Answer, BodyTooLarge, read_limited
+from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService"]
@@ -35,8 +36,8 @@ DEFAULT_ACCEPT = ", ".join((
     "application/vnd.oci.image.index.v1+json",
 ))
 
-# Hashing more than this takes longer than handing it to a thread.
-_HASH_INLINE = 256 * 1024
+# Hashing or parsing more than this takes longer than handing it to a thread.
+_INLINE = 256 * 1024
 
 _MANIFEST = ContentKind.MANIFEST
 
@@ -172,6 +173,9 @@ class ManifestService:
         link = await self._storage.manifest_link(target, digest)
         if link is None or (caller is not None and not self._clearances.fresh(caller, target)):
             return None
+        if link.media_type not in MANIFEST_TYPES:
+            # Cached before types were checked: fetched and checked again rather than served.
+            return None
         if head:
             size = self._storage.size(_MANIFEST, digest)
             return None if size is None else Manifest(str(digest), link.media_type, size, None, cache)
@@ -186,9 +190,11 @@ class ManifestService:
                                        kind=EndpointKind.MANIFEST, headers=headers) as resp:
             self._clearances.record(caller, target)
             digest = resp.headers.get("Docker-Content-Digest")
-            if not digest or resp.content_length is None:
+            # Without a registered type, only a GET and its checked body can tell what this is.
+            media_type = head_media_type(resp.headers.get("Content-Type"))
+            if not digest or resp.content_length is None or media_type is None:
                 return None
-            return Manifest(digest, _media_type(resp, b""), resp.content_length, None, CacheResult.MISS)
+            return Manifest(digest, media_type, resp.content_length, None, CacheResult.MISS)
 
     async def _fetch(self, target: Target, reference: str, accept: str | None, head: bool, caller: Caller,
                      expect: Digest | None = None) -> Manifest:
@@ -206,7 +212,7 @@ class ManifestService:
                 raise RegistryError(ErrorCode.MANIFEST_INVALID,
                                     f"manifest from {target.registry} is larger than the "
                                     f"{self._cache.max_manifest_size} byte limit (cache.max_manifest_size)") from None
-            media_type = _media_type(resp, body)
+            content_type = resp.headers.get("Content-Type")
             claimed = resp.headers.get("Docker-Content-Digest")
         wanted = expect or _claimed_digest(claimed)
         algorithm = wanted.algorithm if wanted is not None else "sha256"
@@ -214,15 +220,22 @@ class ManifestService:
         if wanted is not None and digest != wanted:
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
                                 f"upstream {target.registry} sent a manifest that does not match {wanted}")
+        media_type = await _checked_type(content_type, body, target.registry)
         await self._storage.put(_MANIFEST, digest, body)
         await self._storage.link_manifest(target, digest, ManifestLink(media_type, caller.access))
         return Manifest(str(digest), media_type, len(body), None if head else body, CacheResult.MISS)
 
 
 async def _hash(algorithm: str, body: bytes) -> str:
-    if len(body) <= _HASH_INLINE:
+    if len(body) <= _INLINE:
         return hashlib.new(algorithm, body).hexdigest()
     return await asyncio.to_thread(lambda: hashlib.new(algorithm, body).hexdigest())
+
+
+async def _checked_type(content_type: str | None, body: bytes, registry: str) -> str:
+    if len(body) <= _INLINE:
+        return manifest_media_type(content_type, body, upstream=registry)
+    return await asyncio.to_thread(manifest_media_type, content_type, body, upstream=registry)
 
 
 def _claimed_digest(claimed: str | None) -> Digest | None:
@@ -230,17 +243,6 @@ def _claimed_digest(claimed: str | None) -> Digest | None:
         return parse_digest(claimed) if claimed else None
     except InvalidReference:
         return None
-
-
-def _media_type(resp: Answer, body: bytes) -> str:
-    value = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
-    if value and value not in ("application/json", "text/plain", "application/octet-stream"):
-        return value
-    try:
-        found = json.loads(body).get("mediaType")
-    except (ValueError, AttributeError):
-        found = None
-    return found if isinstance(found, str) and found else value or "application/octet-stream"
 
 
 def _acceptable(media_type: str, accept: str | None) -> bool:

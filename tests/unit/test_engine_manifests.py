@@ -8,6 +8,7 @@ and no longer. The clock is the test's, so no test waits for time to pass.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import Manifest, ManifestService
 from proxy.pullthrough.ports import STALE_OK, CacheResult
 from proxy.reference import Digest, Target
-from proxy.storage.base import ContentKind
+from proxy.storage.base import ContentKind, ManifestLink
 
 from .engine_fakes import (
     OCI_MANIFEST,
@@ -35,8 +36,8 @@ from .engine_fakes import (
 
 APP = Target("registry-a.test", "team/app")
 TTL, MAX_STALE = 300.0, 3600.0
-V1 = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [{"size": 1}]}).encode()
-V2 = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [{"size": 2}]}).encode()
+V1 = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": [{"size": 1}]}).encode()
+V2 = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": [{"size": 2}]}).encode()
 
 
 @pytest.fixture
@@ -184,3 +185,56 @@ async def test_a_manifest_that_does_not_match_its_digest_is_refused_and_not_cach
     assert refused.value.code is ErrorCode.MANIFEST_INVALID
     assert storage.size(ContentKind.MANIFEST, digest) is None
     assert storage.size(ContentKind.MANIFEST, digest_of(flipped(V1))) is None
+
+
+HOSTILE = {
+    "html": (b"<html><script>fetch('/status.json')</script></html>", "text/html"),
+    "image-and-index": (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": [],
+                                    "manifests": []}).encode(), OCI_MANIFEST),
+    "contradicting": (V1, "application/vnd.oci.image.index.v1+json"),
+    "gzip": (gzip.compress(V1), OCI_MANIFEST),
+    "not-json": (b"layers: []", OCI_MANIFEST),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+async def test_a_manifest_of_the_wrong_type_or_shape_is_refused_and_not_cached(
+        name: str, manifests: ManifestService, upstream: FakeUpstream, storage: ObservedStorage) -> None:
+    body, media_type = HOSTILE[name]
+    digest = upstream.add_manifest(APP, "1.0", body, media_type)
+    for reference in ("1.0", "1.0", digest):
+        with pytest.raises(RegistryError) as caught:
+            await get(manifests, reference)
+        assert caught.value.code is ErrorCode.MANIFEST_INVALID and APP.registry in str(caught.value)
+    # Each request went upstream again: nothing was kept.
+    assert upstream.calls == Counter({manifest_call("GET", APP, "1.0"): 2, manifest_call("GET", APP, digest): 1})
+    assert await storage.manifest_link(APP, digest) is None and storage.size(ContentKind.MANIFEST, digest) is None
+    assert await storage.tag(APP, "1.0") is None
+
+
+async def test_a_head_answer_of_an_unregistered_type_is_checked_with_a_get(
+        manifests: ManifestService, upstream: FakeUpstream) -> None:
+    body, media_type = HOSTILE["html"]
+    upstream.add_manifest(APP, "1.0", body, media_type)
+    with pytest.raises(RegistryError) as caught:
+        await get(manifests, "1.0", head=True)
+    assert caught.value.code is ErrorCode.MANIFEST_INVALID
+    assert upstream.calls == Counter({manifest_call("HEAD", APP, "1.0"): 1, manifest_call("GET", APP, "1.0"): 1})
+
+    upstream.reset()
+    digest = upstream.add_manifest(APP, "2.0", V1, f"{OCI_MANIFEST}; charset=utf-8")
+    head = await get(manifests, "2.0", head=True)
+    assert (head.digest, head.media_type) == (str(digest), OCI_MANIFEST)
+    assert upstream.calls == Counter({manifest_call("HEAD", APP, "2.0"): 1})
+
+
+async def test_a_manifest_cached_under_an_unregistered_type_is_fetched_and_checked_again(
+        manifests: ManifestService, upstream: FakeUpstream, storage: ObservedStorage) -> None:
+    digest = upstream.add_manifest(APP, None, V1)
+    await storage.put(ContentKind.MANIFEST, digest, V1)
+    await storage.link_manifest(APP, digest, ManifestLink("text/html", ""))
+    found = await get(manifests, digest)
+    assert (found.media_type, found.body, found.cache) == (OCI_MANIFEST, V1, CacheResult.MISS)
+    assert upstream.calls == Counter({manifest_call("GET", APP, digest): 1})
+    link = await storage.manifest_link(APP, digest)
+    assert link is not None and link.media_type == OCI_MANIFEST
