@@ -104,7 +104,8 @@ class LiveState:
         for address, config in self._configs.items():
             if config.sets_upstream:
                 upstreams[address] = UpstreamRecord(address, config.endpoint, config.insecure, config.ca_cert,
-                                                    config.client_cert, config.client_key, source="config")
+                                                    config.client_cert, config.client_key, config.token_realms,
+                                                    source="config")
         self.records, self.in_use, self.values = records, in_use(records), values
         self.envs, self.admission = envs, Admission(list(envs.values()))
         self.keys = {k: replace(key, last_used=self._key_use.get(k, key.last_used)) for k, key in keys.items()}
@@ -160,7 +161,8 @@ class LiveState:
         if upstream is None:
             return Endpoint(registry, default, configured=configured)
         tls = TlsOptions(upstream.ca_cert, upstream.client_cert, upstream.client_key)
-        return Endpoint(registry, upstream.endpoint or default, configured=True, insecure=upstream.insecure, tls=tls)
+        return Endpoint(registry, upstream.endpoint or default, configured=True, insecure=upstream.insecure, tls=tls,
+                        token_realms=upstream.token_realms)
 
     def known_registries(self) -> frozenset[str]:
         """Registries an operator named anywhere: these keep their name in metrics."""

@@ -1,7 +1,8 @@
 """Admin API for how each registry is reached: /api/v1/upstreams/{address}.
 
-Endpoint URL, insecure mode, a CA bundle trusted for that registry only, and
-a client certificate for mutual TLS. Changes apply to the next pull; no
+Endpoint URL, insecure mode, a CA bundle trusted for that registry only, a
+client certificate for mutual TLS, and the token realms that may receive the
+registry's credentials. Changes apply to the next pull; no
 daemon anywhere restarts.
 """
 
@@ -53,7 +54,7 @@ async def change_upstream(request: web.Request) -> web.Response:
     body = await read_body(request, UPSTREAM_CHANGE)
     current = live.upstream_records.get(address) or UpstreamRecord(address)
     merged = replace(current, source="api", **{k: v for k, v in body.items()})
-    merged = _check_pair(replace(merged, insecure=bool(merged.insecure)))
+    merged = _check_pair(replace(merged, insecure=bool(merged.insecure), token_realms=merged.token_realms or ()))
     await live.change(lambda: live.upstreams.put(merged))
     return web.json_response(_view(live, live.upstream_records[address]))
 
@@ -116,5 +117,5 @@ def _view(live: LiveState, record: UpstreamRecord) -> dict[str, Any]:
         "ca_cert": record.ca_cert,
         "ca_certificates": [{"subject": c.subject, "not_after": c.not_after, "sha256": c.sha256} for c in cas],
         "client_cert": record.client_cert, "client_key_set": record.client_key is not None,
-        "source": record.source,
+        "token_realms": list(record.token_realms), "source": record.source,
     }

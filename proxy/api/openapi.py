@@ -206,7 +206,8 @@ OPENAPI: dict[str, Any] = {
                 "address": _STRING, "endpoint": _STRING, "insecure": {"type": "boolean"}, "ca_cert": _NULLABLE,
                 "ca_certificates": {"type": "array", "items": {"type": "object", "properties": {
                     "subject": _STRING, "not_after": _STRING, "sha256": _STRING}}}, "client_cert": _NULLABLE,
-                "client_key_set": {"type": "boolean"}, "source": {"enum": ["default", "config", "api"]}}},
+                "client_key_set": {"type": "boolean"}, "token_realms": {"type": "array", "items": _STRING},
+                "source": {"enum": ["default", "config", "api"]}}},
             "UpstreamChange": body_schema(UPSTREAM_CHANGE),
             "Certificate": {"type": "object", "properties": {
                 "subject": _STRING, "issuer": _STRING, "not_before": _STRING, "not_after": _STRING,

@@ -1,4 +1,4 @@
-"""How a registry is reached: endpoint URL, insecure mode, CA bundle, client certificate.
+"""How a registry is reached: endpoint URL, insecure mode, CA bundle, client certificate, token realms.
 
 Declared once for a `registries:` entry of the config file (certificates
 named by path) and for PATCH /api/v1/upstreams/{address} (certificates
@@ -17,11 +17,14 @@ from proxy.credentials.certs import parse_bundle
 from proxy.credentials.schema import Field, Group, Invalid, ValueType
 from proxy.credentials.value_types import FLAG, text
 
-__all__ = ["CA_CERT", "CLIENT_CERT", "CLIENT_KEY", "CONNECTION_FIELDS", "ENDPOINT", "INSECURE", "UPSTREAM_CHANGE",
-           "certificates_only", "endpoint_url"]
+__all__ = ["CA_CERT", "CLIENT_CERT", "CLIENT_KEY", "CONNECTION_FIELDS", "ENDPOINT", "INSECURE", "TOKEN_REALMS",
+           "UPSTREAM_CHANGE", "certificates_only", "endpoint_url", "realm_origins"]
 
 _ENDPOINT = re.compile(r"https?://[^/\s?#@]+/?")
 _STRING = {"type": "string"}
+_REALM = re.compile(r"(?P<scheme>https?)://(?P<host>\[[0-9a-fA-F:.]+\]|[^/\s?#@:\[\]]+)(?::(?P<port>[0-9]{1,5}))?"
+                    r"(?:[/?#]\S*)?")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def endpoint_url(value: str) -> str:
@@ -29,6 +32,29 @@ def endpoint_url(value: str) -> str:
     if not _ENDPOINT.fullmatch(value):
         raise ValueError(value)
     return value.rstrip("/")
+
+
+def realm_origins(value: Any) -> tuple[str, ...]:
+    """Token realm URLs as origins (scheme://host:port, the port always written); Invalid names the first bad one."""
+    entries = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(entries, list):
+        raise Invalid("Not a list of URLs.")
+    origins = []
+    for entry in entries:
+        match = _REALM.fullmatch(entry.strip()) if isinstance(entry, str) else None
+        if match is None or int(match["port"] or 0) > 65535:
+            raise Invalid("Use the realm's URL, such as https://auth.example.com/token (http or https, no "
+                          "credentials in it).", shown=entry)
+        port = int(match["port"] or _DEFAULT_PORTS[match["scheme"]])
+        origins.append(f"{match['scheme']}://{match['host'].lower()}:{port}")
+    return tuple(dict.fromkeys(origins))
+
+
+def _realms_from_json(value: Any, name: str) -> tuple[str, ...]:
+    try:
+        return realm_origins(value)
+    except Invalid as exc:
+        raise Invalid(f"{name}: {str(exc.quoted(value))[:80]!r} is not usable. {exc}") from None
 
 
 def certificates_only(pem: str) -> str:
@@ -88,6 +114,14 @@ CLIENT_KEY = Field("client_key", ValueType((str,), _STRING, _STRING, from_file=_
                    "Unencrypted private key (PEM) of client_cert; the config file names a PEM file", secret=True,
                    nullable=True)
 
-CONNECTION_FIELDS = (ENDPOINT, INSECURE, CA_CERT, CLIENT_CERT, CLIENT_KEY)
+TOKEN_REALMS = Field("token_realms", ValueType((list,), {"type": "array", "items": _STRING},
+                                                {"type": ["array", "string"], "items": _STRING},
+                                                from_file=lambda value, base: realm_origins(value),
+                                                from_json=_realms_from_json, file_hint="a list, or a comma-separated string"),
+                     "Token realms on another host or port that belong to this registry and may receive its "
+                     "credentials (scheme, host and port count). Without them credentials go only to a realm on the "
+                     "registry's own host and port, or Docker Hub's auth.docker.io", nullable=True)
+
+CONNECTION_FIELDS = (ENDPOINT, INSECURE, CA_CERT, CLIENT_CERT, CLIENT_KEY, TOKEN_REALMS)
 UPSTREAM_CHANGE = Group("UpstreamChange", "What to change of how a registry is reached; null clears a field",
                         CONNECTION_FIELDS)

@@ -36,11 +36,13 @@ class RegistryConfig:
     client_cert: str | None = None
     client_key: str | None = field(default=None, repr=False)
     credential: CredentialInput | None = None
+    # Origins (scheme://host:port) of token realms that may receive the credentials.
+    token_realms: tuple[str, ...] = ()
 
     @property
     def sets_upstream(self) -> bool:
-        """Whether the file decides how to reach this registry (endpoint or TLS)."""
-        return bool(self.endpoint or self.insecure or self.ca_cert or self.client_cert)
+        """Whether the file decides how to reach this registry (endpoint, TLS or token realms)."""
+        return bool(self.endpoint or self.insecure or self.ca_cert or self.client_cert or self.token_realms)
 
 
 def registries_from(entries: list[dict[str, Any]]) -> tuple[dict[str, RegistryConfig],
@@ -72,6 +74,7 @@ def registries_from(entries: list[dict[str, Any]]) -> tuple[dict[str, RegistryCo
             client_cert=entry.get("client_cert"),
             client_key=entry.get("client_key"),
             credential=credential,
+            token_realms=entry.get("token_realms", ()),
         )
     return out, credentials
 

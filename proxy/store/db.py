@@ -76,6 +76,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pull_keys_environment ON pull_keys (environment);
     """,
+    """
+    ALTER TABLE upstreams ADD COLUMN token_realms TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 

@@ -1,4 +1,4 @@
-"""How to reach a registry address: endpoint URL, insecure mode, CA and client certificate.
+"""How to reach a registry address: endpoint URL, insecure mode, CA and client certificate, token realms.
 
 Kept per address, not per credential: every credential for an address
 talks to the same server. The client key is sealed like a password.
@@ -6,6 +6,7 @@ talks to the same server. The client key is sealed like a password.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class UpstreamRecord:
     ca_cert: str | None = None
     client_cert: str | None = None
     client_key: str | None = field(default=None, repr=False)
+    token_realms: tuple[str, ...] = ()
     source: str = "api"
     updated: float | None = None
 
@@ -42,12 +44,13 @@ class UpstreamStore:
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO upstreams (address, endpoint, insecure, ca_cert, client_cert, client_key, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET endpoint = excluded.endpoint,"
-                " insecure = excluded.insecure, ca_cert = excluded.ca_cert, client_cert = excluded.client_cert,"
-                " client_key = excluded.client_key, updated = excluded.updated",
+                "INSERT INTO upstreams (address, endpoint, insecure, ca_cert, client_cert, client_key, token_realms,"
+                " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET"
+                " endpoint = excluded.endpoint, insecure = excluded.insecure, ca_cert = excluded.ca_cert,"
+                " client_cert = excluded.client_cert, client_key = excluded.client_key,"
+                " token_realms = excluded.token_realms, updated = excluded.updated",
                 (record.address, record.endpoint, int(record.insecure), record.ca_cert, record.client_cert, sealed,
-                 time.time()))
+                 json.dumps(list(record.token_realms)), time.time()))
 
         await self._db.transaction(write)
         return record
@@ -62,4 +65,4 @@ class UpstreamStore:
         key = None if row["client_key"] is None else self._box.open(row["client_key"], f"upstreams:{row['address']}")
         return UpstreamRecord(address=row["address"], endpoint=row["endpoint"], insecure=bool(row["insecure"]),
                               ca_cert=row["ca_cert"], client_cert=row["client_cert"], client_key=key,
-                              updated=row["updated"])
+                              token_realms=tuple(json.loads(row["token_realms"])), updated=row["updated"])

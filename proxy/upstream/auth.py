@@ -6,6 +6,13 @@ scope names one repository, so a proxy serving many repositories keeps adding
 keys. Expired tokens are therefore swept out whenever the cache has doubled
 since the last sweep, which keeps it proportional to the live tokens at an
 amortised O(1) per token fetched.
+
+Stored credentials go to a token realm only where the registry's owner is
+known to answer: the registry's own host and port, a well-known pair
+(Docker Hub's auth.docker.io), or a realm the operator named in the
+registry's ``token_realms``. Never over plain HTTP for an HTTPS registry, and
+never to a private address the registry is not on. Elsewhere the token is
+asked for anonymously, so public content still pulls.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.challenge import Challenge
 from proxy.upstream.endpoints import Credentials, Endpoint
 from proxy.upstream.failures import connection_error
-from proxy.upstream.guard import check_literal, same_site
+from proxy.upstream.guard import check_literal, is_private_host
 from proxy.upstream.pools import Pools
 
 __all__ = ["Authenticator"]
@@ -38,6 +45,9 @@ MAX_TOKEN_RESPONSE = 1024 * 1024
 # Below this many cached tokens no sweep is worth its walk over the cache.
 MIN_SWEEP = 64
 _TokenKey = tuple[str, str, str]
+# Registries whose token service lives on another host of the same owner.
+# (ghcr.io and quay.io answer on their own host, so they need no entry.)
+WELL_KNOWN_REALMS: dict[str, frozenset[str]] = {"docker.io": frozenset({"https://auth.docker.io:443"})}
 
 
 @dataclass(frozen=True)
@@ -95,11 +105,13 @@ class Authenticator:
             params["service"] = challenge.params["service"]
         headers = {}
         if creds is not None:
-            if self._may_receive_credentials(endpoint, realm):
+            refusal = credentials_refusal(endpoint, realm)
+            if refusal is None:
                 headers["Authorization"] = _basic(creds)
             else:
-                log.warning("not sending credentials for %s to token realm on %s: not the registry's site",
-                            endpoint.registry, realm.host)
+                log.warning("not sending the credentials of %s to token realm %s: %s; asking anonymously (name the "
+                            "realm in the registry's token_realms if it belongs to the registry)",
+                            endpoint.registry, origin(realm), refusal)
         session = self._pools.for_registry(endpoint.configured)
         try:
             check_literal(realm.host, private_ok=endpoint.configured)
@@ -137,13 +149,35 @@ class Authenticator:
             self._sweep_at = max(2 * len(self._tokens), MIN_SWEEP)
         self._tokens[key] = token
 
-    @staticmethod
-    def _may_receive_credentials(endpoint: Endpoint, realm: URL) -> bool:
-        registry_url = URL(endpoint.url)
-        if registry_url.scheme == "https" and realm.scheme != "https":
-            return False
-        hosts = {registry_url.host or "", endpoint.registry.rsplit(":", 1)[0]}
-        return any(same_site(realm.host or "", host) for host in hosts if host)
+
+def origin(url: URL) -> str:
+    """scheme://host:port, the port always written (default ports made explicit), the host in lower case."""
+    host = (url.host or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{url.scheme}://{host}:{url.port}"
+
+
+def credentials_refusal(endpoint: Endpoint, realm: URL) -> str | None:
+    """Why the realm must not get the registry's stored credentials; None when it may."""
+    registry_url = URL(endpoint.url)
+    if registry_url.scheme == "https" and realm.scheme != "https":
+        return "plain HTTP for an HTTPS registry"
+    wanted = origin(realm)
+    if wanted in {origin(URL(r)) for r in endpoint.token_realms}:
+        return None
+    own = {_host_port(registry_url), _host_port(URL(f"https://{endpoint.registry}"))}
+    if _host_port(realm) in own:
+        return None
+    if is_private_host(realm.host or "") and not any(is_private_host(host) for host, _ in own):
+        return "a private address the registry is not on"
+    if wanted in WELL_KNOWN_REALMS.get(endpoint.registry, frozenset()):
+        return None
+    return "not the registry's own host and port"
+
+
+def _host_port(url: URL) -> tuple[str, int | None]:
+    return (url.host or "").lower(), url.port
 
 
 def _basic(creds: Credentials) -> str:

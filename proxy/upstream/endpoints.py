@@ -42,6 +42,8 @@ class Endpoint:
     configured: bool
     insecure: bool = False
     tls: TlsOptions = TlsOptions()
+    # Token realms (origins) the operator named as the registry's own: they may get its credentials.
+    token_realms: tuple[str, ...] = ()
 
     @property
     def plain_http_url(self) -> str | None:

@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from publicsuffixlist import PublicSuffixList
 
-__all__ = ["BlockedAddress", "PublicOnlyResolver", "allowed", "check_literal", "is_public", "same_site"]
+__all__ = ["BlockedAddress", "PublicOnlyResolver", "allowed", "check_literal", "is_private_host", "is_public", "same_site"]
 
 _PSL = PublicSuffixList()
 
@@ -58,6 +58,14 @@ def check_literal(host: str, *, private_ok: bool = False) -> None:
     bare = host.strip("[]")
     if _is_ip(bare) and not allowed(bare, private_ok=private_ok):
         raise BlockedAddress(host, bare)
+
+
+def is_private_host(host: str) -> bool:
+    """A host written as a non-public IP address, or a name that is loopback by definition (localhost)."""
+    bare = host.lower().strip("[]").rstrip(".")
+    if bare == "localhost" or bare.endswith(".localhost"):
+        return True
+    return _is_ip(bare) and not is_public(bare)
 
 
 def same_site(host_a: str, host_b: str) -> bool:

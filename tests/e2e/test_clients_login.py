@@ -94,7 +94,8 @@ def keyed(make_proxy: ProxyFactory, token_upstream: Upstream, token_server: Toke
     """private/app of a token-auth registry, pulled with the credential of environment `team`."""
     image = build_image(oci_layout, "1")
     push(token_upstream, oci_layout, "1", REPO)
-    proxy, admin = start(make_proxy, {"registries": [{"address": REGISTRY, "endpoint": token_upstream.url}]})
+    proxy, admin = start(make_proxy, {"registries": [{"address": REGISTRY, "endpoint": token_upstream.url,
+                                      "token_realms": token_upstream.token_realms}]})
     admin.ok("POST", "/environments", {"name": "team", "anonymous_pull": False})
     user, password = next(iter(token_server.users.items()))
     admin.ok("POST", "/registries", {"address": REGISTRY, "username": user, "password": password,

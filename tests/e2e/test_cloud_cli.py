@@ -49,7 +49,7 @@ def test_ecr_with_an_access_key_from_stdin(registry: Upstream, short_tokens: Tok
                                           tmp_path: Path) -> None:
     fake = FakeEcr(lambda password, _expires: short_tokens.set_login("AWS", password))
     try:
-        cli = start(make_proxy, tmp_path, [{"address": ECR, "endpoint": registry.url}])
+        cli = start(make_proxy, tmp_path, [{"address": ECR, "endpoint": registry.url, "token_realms": registry.token_realms}])
         path = f"/v2/{ECR}/private/app/manifests/1"
         assert get(cli.proxy.host, path).status == 401
 
@@ -108,7 +108,7 @@ def test_gcr_with_a_key_file(registry: Upstream, short_tokens: TokenServer, make
     with google_account(short_tokens, mode) as (endpoint, key_json):
         key_file = tmp_path / "key.json"
         key_file.write_text(key_json)
-        cli = start(make_proxy, tmp_path, [{"address": GAR, "endpoint": registry.url}])
+        cli = start(make_proxy, tmp_path, [{"address": GAR, "endpoint": registry.url, "token_realms": registry.token_realms}])
         path = f"/v2/{GAR}/private/app/manifests/1"
         assert get(cli.proxy.host, path).status == 401
 

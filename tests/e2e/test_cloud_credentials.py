@@ -28,7 +28,8 @@ SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/" + secrets.token_urlsafe(12)
 
 def start(make_proxy: ProxyFactory, upstream: Upstream, address: str) -> tuple[ProxyProcess, Admin]:
     token = new_token()
-    proxy = make_proxy({"cache": {"tag_ttl": "0s"}, "registries": [{"address": address, "endpoint": upstream.url}]},
+    proxy = make_proxy({"cache": {"tag_ttl": "0s"}, "registries": [{"address": address, "endpoint": upstream.url,
+                        "token_realms": upstream.token_realms}]},
                        env={"REGISTRY_PROXY_ADMIN_TOKEN": token, **AWS_ISOLATION})
     return proxy, Admin(proxy.host, token)
 
@@ -205,7 +206,8 @@ def test_ecr_from_the_config_file(registry: Upstream, short_tokens: TokenServer,
         secret_file.write_text(SECRET_KEY + "\n")
         token = new_token()
         proxy = make_proxy({"registries": [{
-            "address": ECR, "endpoint": registry.url, "kind": "ecr", "access_key_id": fake.access_key_id,
+            "address": ECR, "endpoint": registry.url, "token_realms": registry.token_realms, "kind": "ecr",
+            "access_key_id": fake.access_key_id,
             "secret_access_key_file": str(secret_file), "aws_endpoint_url": fake.url, "renew_margin": "10m"}]},
             env={"REGISTRY_PROXY_ADMIN_TOKEN": token, **AWS_ISOLATION})
         assert get(proxy.host, f"/v2/{ECR}/private/app/manifests/1").status == 200

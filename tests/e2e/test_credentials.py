@@ -19,7 +19,7 @@ UpstreamFactory = Callable[..., Upstream]
 
 def start(make_proxy: ProxyFactory, upstream: Upstream, **config: object) -> tuple[ProxyProcess, Admin]:
     token = new_token()
-    registries = [{"address": "registry.example.com", "endpoint": upstream.url}]
+    registries = [{"address": "registry.example.com", "endpoint": upstream.url, "token_realms": upstream.token_realms}]
     proxy = make_proxy({"registries": registries, **config}, env={"REGISTRY_PROXY_ADMIN_TOKEN": token})
     return proxy, Admin(proxy.host, token)
 

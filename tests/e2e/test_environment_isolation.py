@@ -39,7 +39,7 @@ class Tenants:
 
 def tenants(make_proxy: ProxyFactory, upstream: Upstream, token_server: TokenServer) -> Tenants:
     token = new_token()
-    proxy = make_proxy({"registries": [{"address": REGISTRY, "endpoint": upstream.url}]},
+    proxy = make_proxy({"registries": [{"address": REGISTRY, "endpoint": upstream.url, "token_realms": upstream.token_realms}]},
                        env={"REGISTRY_PROXY_ADMIN_TOKEN": token})
     admin = Admin(proxy.host, token)
     admin.environment("team-a")

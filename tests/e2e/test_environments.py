@@ -29,7 +29,8 @@ REALM = "/auth/token?service=registry-proxy"
 
 def start(make_proxy: ProxyFactory, upstream: Upstream | None = None, **config: Any) -> tuple[ProxyProcess, Admin]:
     token = new_token()
-    registries = [] if upstream is None else [{"address": REGISTRY, "endpoint": upstream.url}]
+    registries = [] if upstream is None else [{"address": REGISTRY, "endpoint": upstream.url,
+                                               "token_realms": upstream.token_realms}]
     proxy = make_proxy({"registries": registries, **config}, env={"REGISTRY_PROXY_ADMIN_TOKEN": token})
     return proxy, Admin(proxy.host, token)
 

@@ -31,7 +31,8 @@ def test_a_key_from_the_config_file_pulls_with_its_environments_credential(
     proxy = make_proxy({
         "environments": [{"name": "default", "anonymous_pull": False},
                          {"name": "team-a", "keys": [{"id": "team-a-ci", "secret_file": str(secret_file)}]}],
-        "registries": [{"address": REGISTRY, "endpoint": token_upstream.url, "environment": "team-a",
+        "registries": [{"address": REGISTRY, "endpoint": token_upstream.url,
+                        "token_realms": token_upstream.token_realms, "environment": "team-a",
                         "username": user, "password": password}],
     }, env={"REGISTRY_PROXY_ADMIN_TOKEN": token})
     admin = Admin(proxy.host, token)
@@ -70,7 +71,7 @@ def test_a_key_from_the_config_file_pulls_with_its_environments_credential(
     # Left out of the file, the environment goes back to the API's hands, without the file's key.
     config = yaml.safe_load(proxy.config_path.read_text())
     config["environments"] = [{"name": "default", "anonymous_pull": False}]
-    config["registries"] = [{"address": REGISTRY, "endpoint": token_upstream.url}]
+    config["registries"] = [{"address": REGISTRY, "endpoint": token_upstream.url, "token_realms": token_upstream.token_realms}]
     proxy.config_path.write_text(yaml.safe_dump(config))
     proxy.restart()
     assert get(proxy.host, PATH, Accept=MANIFEST_ACCEPT, Authorization=basic("team-a-ci", SECOND)).status == 401

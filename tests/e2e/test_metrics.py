@@ -33,7 +33,7 @@ BROKEN_ECR = "210987654321.dkr.ecr.eu-west-1.amazonaws.com"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/" + secrets.token_urlsafe(12)
 
 def mapped(address: str, upstream: Upstream, **config: Any) -> dict[str, Any]:
-    return {"registries": [{"address": address, "endpoint": upstream.url}], **config}
+    return {"registries": [{"address": address, "endpoint": upstream.url, "token_realms": upstream.token_realms}], **config}
 
 
 def pull(proxy: ProxyProcess, repo: str, tag: str, image: ImageInfo, **headers: str) -> list[Reply]:
@@ -155,8 +155,9 @@ def test_minted_credentials_are_counted_with_their_expiry(token_server: TokenSer
     broken = FakeEcr(lambda _password, _expires: None)
     broken.fail = True
     try:
-        def ecr(address: str, fake: FakeEcr) -> dict[str, str]:
-            return {"address": address, "endpoint": token_upstream.url, "kind": "ecr",
+        def ecr(address: str, fake: FakeEcr) -> dict[str, Any]:
+            return {"address": address, "endpoint": token_upstream.url, "token_realms": token_upstream.token_realms,
+                    "kind": "ecr",
                     "access_key_id": fake.access_key_id, "secret_access_key": SECRET_KEY,
                     "aws_endpoint_url": fake.url}
 
@@ -282,8 +283,10 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
             "registries": [
                 {"address": "private.example.com", "endpoint": htpasswd_upstream.url, "username": alice,
                  "password": alice_pw},
-                {"address": "token.example.com", "endpoint": token_upstream.url, "username": bob, "password": bob_pw},
-                {"address": ECR, "endpoint": token_upstream.url, "kind": "ecr", "access_key_id": fake.access_key_id,
+                {"address": "token.example.com", "endpoint": token_upstream.url,
+                 "token_realms": token_upstream.token_realms, "username": bob, "password": bob_pw},
+                {"address": ECR, "endpoint": token_upstream.url, "token_realms": token_upstream.token_realms,
+                 "kind": "ecr", "access_key_id": fake.access_key_id,
                  "secret_access_key": SECRET_KEY, "aws_endpoint_url": fake.url},
             ]}, env={"REGISTRY_PROXY_ADMIN_TOKEN": admin_token, **AWS_ISOLATION})
         key = call(proxy.host, "POST", "/api/v1/environments/default/keys",

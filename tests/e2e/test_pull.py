@@ -16,7 +16,8 @@ from .upstream import Upstream
 
 
 def mapped(address: str, upstream: Upstream | RedirectingUpstream, **extra: str) -> dict[str, object]:
-    return {"registries": [{"address": address, "endpoint": upstream.url, **extra}]}
+    realms = upstream.token_realms if isinstance(upstream, Upstream) else []
+    return {"registries": [{"address": address, "endpoint": upstream.url, "token_realms": realms, **extra}]}
 
 
 def pull(proxy_host: str, ref: str, dest: Path, *extra: str) -> None:

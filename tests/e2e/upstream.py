@@ -80,6 +80,11 @@ class Upstream:
     client_files: tuple[Path, Path] | None = None  # (cert, key) the registry accepts, with client_ca
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
+    @property
+    def token_realms(self) -> list[str]:
+        """For a registries entry: the token server listens on another port, so its realm must be named."""
+        return [self.token_server.realm] if self.token_server else []
+
     # -- process control -----------------------------------------------------
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ an operator's registries are, so the SSRF guard lets the client reach them.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from proxy.errors import ErrorCode, RegistryError
 from proxy.reference import Target
+from proxy.upstream.auth import credentials_refusal
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.endpoints import Credentials, Endpoint, EndpointKind
+from proxy.upstream.endpoints import DOCKER_HUB_API, Credentials, Endpoint, EndpointKind
 from proxy.upstream.pools import Pools, open_pools
 from proxy.upstream.tls import TlsContexts, TlsOptions
+from yarl import URL
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -189,9 +192,9 @@ async def pools() -> AsyncIterator[Pools]:
 @pytest.fixture
 def make_rig(pools: Pools, aiohttp_server: ServerFactory, tmp_path: Path) -> MakeRig:
     async def make(registry: FakeRegistry, *, creds: Credentials | None = CREDS, ssl_context: ssl.SSLContext | None = None,
-                   tls: TlsOptions | None = None) -> Rig:
+                   tls: TlsOptions | None = None, token_realms: tuple[str, ...] = ()) -> Rig:
         registry.server = await aiohttp_server(registry.app(), ssl=ssl_context)
-        endpoint = Endpoint(REGISTRY, registry.url, configured=True, tls=tls or TlsOptions())
+        endpoint = Endpoint(REGISTRY, registry.url, configured=True, tls=tls or TlsOptions(), token_realms=token_realms)
         directory, events = FakeDirectory(endpoint, creds), FakeEvents()
         client = UpstreamClient(pools=pools, registries=directory, tls=TlsContexts(tmp_path / "tls"), observer=events)
         return Rig(registry, directory, events, client)
@@ -286,6 +289,98 @@ async def test_credentials_stay_away_from_a_token_realm_on_another_site(make_rig
     registry.realm_host = f"localhost:{registry.server.port}"
     assert (await rig.get("org/app", "manifests/1"))[0] == 200
     assert [s.authorization for s in registry.token_requests] == [None]
+
+
+async def test_credentials_stay_away_from_a_token_realm_on_another_port(
+        make_rig: MakeRig, aiohttp_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    # Same host, other port: another service, maybe another user's, so only the anonymous token is asked for.
+    registry = FakeRegistry(auth="bearer")
+    rig = await make_rig(registry)
+    other = await aiohttp_server(registry.app())  # the same registry's token endpoint, on a second port
+    registry.realm_host = f"127.0.0.1:{other.port}"
+    realm = f"http://127.0.0.1:{other.port}"
+    with caplog.at_level(logging.WARNING, logger="proxy.upstream.auth"):
+        assert (await rig.get("org/app", "manifests/1"))[0] == 200
+    assert [s.authorization for s in registry.token_requests] == [None]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "proxy.upstream.auth"]
+    assert REGISTRY in warning and realm in warning and "s3cret" not in warning and "robot" not in warning
+
+
+async def test_a_token_realm_the_registry_config_names_gets_the_credentials(
+        make_rig: MakeRig, aiohttp_server: ServerFactory) -> None:
+    registry = FakeRegistry(auth="bearer")
+    other = await aiohttp_server(registry.app())
+    rig = await make_rig(registry, token_realms=(f"http://127.0.0.1:{other.port}",))
+    registry.realm_host = f"127.0.0.1:{other.port}"
+    assert (await rig.get("org/app", "manifests/1"))[0] == 200
+    assert [s.authorization for s in registry.token_requests] == [BASIC]
+
+
+async def test_an_http_realm_of_an_https_registry_gets_no_credentials_even_when_named(
+        make_rig: MakeRig, aiohttp_server: ServerFactory) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    registry = FakeRegistry(auth="bearer")
+    other = await aiohttp_server(registry.app())
+    rig = await make_rig(registry, ssl_context=server_context, tls=TlsOptions(ca_cert=ca.cert_pem.bytes().decode()),
+                         token_realms=(f"http://127.0.0.1:{other.port}",))
+    registry.realm_host = f"127.0.0.1:{other.port}"
+    assert registry.url.startswith("https://")
+    assert (await rig.get("org/app", "manifests/1"))[0] == 200
+    assert [s.authorization for s in registry.token_requests] == [None]
+
+
+def _endpoint(registry: str, url: str | None = None, *token_realms: str) -> Endpoint:
+    return Endpoint(registry, url or f"https://{registry}", configured=True, token_realms=token_realms)
+
+
+@pytest.mark.parametrize(("endpoint", "realm", "reason"), [
+    # A shared public suffix is not a shared owner.
+    (_endpoint("myreg.azurecr.io"), "https://attacker.azurecr.io/oauth2/token", "own host and port"),
+    (_endpoint("registry.example.com"), "https://auth.example.com/token", "own host and port"),
+    # The registry's host, another port.
+    (_endpoint("registry.example.com"), "https://registry.example.com:8443/token", "own host and port"),
+    (_endpoint("registry.example.com:5000"), "https://registry.example.com/token", "own host and port"),
+    # Plain HTTP for an HTTPS registry, even on its own host or named by the operator.
+    (_endpoint("registry.example.com"), "http://registry.example.com/token", "plain HTTP"),
+    (_endpoint("registry.example.com", None, "http://auth.example.com:80"), "http://auth.example.com/token",
+     "plain HTTP"),
+    (_endpoint("docker.io", DOCKER_HUB_API), "http://auth.docker.io/token", "plain HTTP"),
+    # Private addresses the registry is not on.
+    (_endpoint("registry.example.com"), "https://localhost/token", "private address"),
+    (_endpoint("registry.example.com"), "https://127.0.0.1/token", "private address"),
+    (_endpoint("registry.example.com"), "https://[::1]:443/token", "private address"),
+    (_endpoint("registry.example.com"), "https://10.0.0.1/token", "private address"),
+    # Docker Hub's pair is Docker Hub's alone, and on its port.
+    (_endpoint("ghcr.io"), "https://auth.docker.io/token", "own host and port"),
+    (_endpoint("docker.io", DOCKER_HUB_API), "https://auth.docker.io:8443/token", "own host and port"),
+    # A registry on loopback: another port of its host is still another service.
+    (_endpoint("127.0.0.1:5000", "http://127.0.0.1:5000"), "http://127.0.0.1:5001/token", "own host and port"),
+])
+def test_where_stored_credentials_do_not_go(endpoint: Endpoint, realm: str, reason: str) -> None:
+    refusal = credentials_refusal(endpoint, URL(realm))
+    assert refusal is not None and reason in refusal
+
+
+@pytest.mark.parametrize(("endpoint", "realm"), [
+    (_endpoint("registry.example.com"), "https://registry.example.com/token"),
+    (_endpoint("registry.example.com"), "https://REGISTRY.example.com:443/token"),
+    (_endpoint("registry.example.com:5000"), "https://registry.example.com:5000/token"),
+    # Reached elsewhere: the endpoint's host and port, or the address's.
+    (_endpoint("registry.example.com", "http://10.0.0.5:5000"), "http://10.0.0.5:5000/token"),
+    (_endpoint("registry.example.com", "http://10.0.0.5:5000"), "https://registry.example.com/token"),
+    (_endpoint("docker.io", DOCKER_HUB_API), "https://auth.docker.io/token"),
+    (_endpoint("docker.io", DOCKER_HUB_API), "https://registry-1.docker.io/token"),
+    (_endpoint("ghcr.io"), "https://ghcr.io/token"),
+    (_endpoint("quay.io"), "https://quay.io/v2/auth"),
+    # Named by the operator: scheme, host and port as named, default ports normalised.
+    (_endpoint("myreg.azurecr.io", None, "https://auth.example.com:443"), "https://auth.example.com/token"),
+    (_endpoint("127.0.0.1:5000", "http://127.0.0.1:5000", "http://127.0.0.1:5001"), "http://127.0.0.1:5001/t"),
+    (_endpoint("127.0.0.1:5000", "http://127.0.0.1:5000"), "http://127.0.0.1:5000/token"),
+])
+def test_where_stored_credentials_may_go(endpoint: Endpoint, realm: str) -> None:
+    assert credentials_refusal(endpoint, URL(realm)) is None
 
 
 # -- redirects ----------------------------------------------------------------------------------------------------
