@@ -107,6 +107,7 @@ class ApiErrorCode(enum.Enum):
     NOT_FOUND = ("not_found", 404)
     METHOD_NOT_ALLOWED = ("method_not_allowed", 405)
     CONFLICT = ("conflict", 409)
+    TOO_LARGE = ("too_large", 413)
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     INTERNAL = ("internal", 500)
     UPSTREAM_FAILED = ("upstream_failed", 502)

@@ -1,7 +1,9 @@
 """One access-log line per request, as text or JSON.
 
 Method, path, resolved registry, environment, status, bytes, duration and
-cache result. Never a header: the client's Authorization stays out.
+cache result. Never a header: the client's Authorization stays out. The
+formatters (proxy.cli.logs) escape control characters in every field; the
+text line also escapes a double quote in the path, which it quotes.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ class AccessLogger(AbstractAccessLogger):
             "cache": response.headers.get("X-Registry-Proxy-Cache", "-"),
         }
         # The JSON formatter (log.format: json) takes the fields from `access`.
+        quoted_path = request.path.replace('"', "\\x22")
         self.logger.info('%s "%s %s" %s %s %sms registry=%s env=%s key=%s cache=%s', entry["remote"],
-                         entry["method"], entry["path"], entry["status"], entry["bytes"], entry["duration_ms"],
+                         entry["method"], quoted_path, entry["status"], entry["bytes"], entry["duration_ms"],
                          entry["registry"], entry["environment"], entry["key"], entry["cache"],
                          extra={"access": entry})
 

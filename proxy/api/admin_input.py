@@ -30,19 +30,41 @@ async def read_body(request: web.Request, fields: Group) -> dict[str, Any]:
     """A JSON object of ``fields``, each value read by its type."""
     if request.content_type != "application/json":
         raise ApiError(ApiErrorCode.UNSUPPORTED_MEDIA_TYPE, "send the body as application/json")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(ApiErrorCode.INVALID, f"body is larger than {MAX_BODY} bytes")
-    try:
-        body: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(ApiErrorCode.INVALID, f"body is not valid JSON: {exc}") from None
+    body = _parse(await _read_all(request))
     if not isinstance(body, dict):
         raise ApiError(ApiErrorCode.INVALID, "body must be a JSON object")
     try:
         return check_body(body, fields)
     except FieldError as exc:
         raise ApiError(ApiErrorCode.INVALID, str(exc), field=exc.field) from None
+
+
+async def _read_all(request: web.Request) -> bytes:
+    """The whole body, to its end: one read() returns only what has arrived so far."""
+    too_large = ApiError(ApiErrorCode.TOO_LARGE, f"body is larger than {MAX_BODY} bytes")
+    if (request.content_length or 0) > MAX_BODY:
+        raise too_large
+    raw = bytearray()
+    while chunk := await request.content.read(MAX_BODY + 1 - len(raw)):
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise too_large
+    return bytes(raw)
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        body = json.loads(raw)
+        # A lone surrogate (the escape "\ud800") is valid JSON but not text: no store could hold it.
+        json.dumps(body, ensure_ascii=False).encode()
+    except RecursionError:
+        raise ApiError(ApiErrorCode.INVALID, "body is nested too deeply to read") from None
+    except UnicodeEncodeError:
+        raise ApiError(ApiErrorCode.INVALID, "body holds a lone UTF-16 surrogate escape (such as \\ud800), "
+                       "which is not text") from None
+    except ValueError as exc:
+        raise ApiError(ApiErrorCode.INVALID, f"body is not valid JSON: {exc}") from None
+    return body
 
 
 def check_body(body: dict[str, Any], fields: Group) -> dict[str, Any]:

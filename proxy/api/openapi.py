@@ -30,7 +30,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 _ERRORS = {status: _json(_ref("Error"), text) for status, text in (
     ("400", "invalid input; `field` names the culprit"), ("401", "missing or wrong admin token"),
     ("404", "no such credential, setting or upstream"), ("409", "managed by the config file"),
-    ("415", "body is not application/json"))}
+    ("413", "body is larger than 1 MiB"), ("415", "body is not application/json"))}
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
 _NAME = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": list(SETTINGS.names)}}]
 _STRING = {"type": "string"}
@@ -57,7 +57,7 @@ OPENAPI: dict[str, Any] = {
             "post": {"summary": "Add a credential; the newest active one per address is used",
                      "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewRegistry")}}},
                      "responses": {"201": _json(_ref("Registry"), "created"), "400": _ERRORS["400"],
-                                   "401": _ERRORS["401"], "415": _ERRORS["415"]}},
+                                   "401": _ERRORS["401"], "413": _ERRORS["413"], "415": _ERRORS["415"]}},
         },
         "/api/v1/registries/{id}": {
             "parameters": _ID,
@@ -92,7 +92,7 @@ OPENAPI: dict[str, Any] = {
                                      "content": {"application/json": {"schema": _ref("NewEnvironment")}}},
                      "responses": {"201": _json(_ref("Environment"), "created"), "400": _ERRORS["400"],
                                    "401": _ERRORS["401"], "409": _json(_ref("Error"), "the name is taken"),
-                                   "415": _ERRORS["415"]}},
+                                   "413": _ERRORS["413"], "415": _ERRORS["415"]}},
         },
         "/api/v1/environments/{name}": {
             "parameters": _ENV,
@@ -139,7 +139,7 @@ OPENAPI: dict[str, Any] = {
                     "requestBody": {"required": True,
                                     "content": {"application/json": {"schema": _SETTING_CHANGE}}},
                     "responses": {"200": _json(_ref("Setting"), "changed"), "400": _ERRORS["400"],
-                                  "401": _ERRORS["401"], "404": _ERRORS["404"], "415": _ERRORS["415"]}},
+                                  "401": _ERRORS["401"], "404": _ERRORS["404"], "413": _ERRORS["413"], "415": _ERRORS["415"]}},
         },
         "/api/v1/upstreams": {
             "get": {"summary": "List how registries are reached (API and config file)", "responses": {

@@ -57,6 +57,8 @@ class TokenSigner:
 
     def verify(self, token: str) -> Identity | None:
         """The identity a valid, unexpired token names; None for anything else."""
+        if not token.isascii():  # never one of ours; and header bytes that are not UTF-8 cannot be encoded
+            return None
         known = self._verified.get(token)
         if known is not None:
             return known[0] if known[1] > self._clock() else None

@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
 from .admin import Admin, new_token
-from .http import call
+from .http import Reply, basic, call
 from .proxyproc import ProxyFactory, ProxyProcess
 
 PASSWORD = "pa55-Wr1te-0nly-" + new_token()
+MAX_BODY = 1024 * 1024  # the documented limit of a request body
 
 
 @pytest.fixture
@@ -167,3 +169,93 @@ def test_generated_admin_token_and_key_files_are_private(make_proxy: ProxyFactor
     token = token_file.read_text().strip()
     assert token not in proxy.log_text()
     assert Admin(proxy.host, token).ok("GET", "/registries") == {"registries": []}
+
+
+# -- hostile input: every refusal is a 4xx in the documented shape, never a 500 -----------------------------------
+
+
+def assert_error(reply: Reply, status: int, code: str, message: str) -> None:
+    assert reply.status == status, (reply.status, reply.body[:300])
+    error = reply.json()["error"]
+    assert error["code"] == code and message in error["message"], error
+    assert set(error) == {"code", "message", "field"}
+
+
+def test_a_token_that_is_not_latin_1_or_not_utf_8_is_unauthorized(admin_proxy: tuple[ProxyProcess, Admin]) -> None:
+    proxy, admin = admin_proxy
+    # http.client sends a str header as latin-1: the first is "tökén" in latin-1 bytes (not UTF-8), the second
+    # its UTF-8 bytes.
+    for token in ("tökén", "tökén".encode().decode("latin-1"), admin.token + "\xff"):
+        assert_error(admin.call("GET", "/registries", token=token), 401, "unauthorized", "Bearer")
+    assert "Traceback" not in proxy.log_text()
+
+
+def test_http_basic_is_refused_by_the_api_and_taken_by_the_status_page(admin_proxy: tuple[ProxyProcess, Admin]) -> None:
+    proxy, admin = admin_proxy
+    with_basic = {"Authorization": basic("admin", admin.token)}
+    refused = call(proxy.host, "GET", "/api/v1/registries", with_basic)
+    assert_error(refused, 401, "unauthorized", "Bearer")
+    assert refused.headers["www-authenticate"].startswith("Bearer ")
+    written = call(proxy.host, "PUT", "/api/v1/settings/registry.whitelist",
+                   {**with_basic, "Content-Type": "application/json"}, body=b'{"value": "evil.example"}')
+    assert written.status == 401
+    assert admin.ok("GET", "/settings/registry.whitelist")["value"] == ""
+    assert call(proxy.host, "GET", "/status.json", with_basic).status == 200
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"],
+                         ids=["open", "closed"])
+def test_deeply_nested_json_is_invalid(admin_proxy: tuple[ProxyProcess, Admin], raw: bytes) -> None:
+    proxy, admin = admin_proxy
+    assert_error(admin.call("PUT", "/settings/registry.whitelist", raw=raw), 400, "invalid", "nested too deeply")
+    assert "Traceback" not in proxy.log_text()
+
+
+def test_a_large_body_under_the_limit_is_read_to_its_end(admin_proxy: tuple[ProxyProcess, Admin]) -> None:
+    proxy, admin = admin_proxy
+    whitelist = ", ".join(f"registry-{i}.example.com" for i in range(26_000))
+    assert len(whitelist) > 600_000
+    assert admin.set("registry.whitelist", whitelist)["value"] == whitelist
+
+    ca_pem = trustme.CA().cert_pem.bytes().decode()
+    copies = 700_000 // len(ca_pem) + 1
+    reply = admin.call("PATCH", "/upstreams/big-bundle.example", {"ca_cert": ca_pem * copies})
+    assert reply.status == 200, reply.body[:300]
+    assert len(reply.json()["ca_certificates"]) == copies
+
+
+def test_a_body_over_the_limit_is_too_large(admin_proxy: tuple[ProxyProcess, Admin]) -> None:
+    proxy, admin = admin_proxy
+    over = json.dumps({"value": "a" * MAX_BODY}).encode()
+    assert_error(admin.call("PUT", "/settings/registry.whitelist", raw=over), 413, "too_large",
+                 f"body is larger than {MAX_BODY} bytes")
+    # Chunked, so that no Content-Length announces it.
+    chunked = call(proxy.host, "PUT", "/api/v1/settings/registry.whitelist",
+                   {"Authorization": f"Bearer {admin.token}", "Content-Type": "application/json"},
+                   body=iter([over[i:i + 65536] for i in range(0, len(over), 65536)]))
+    assert_error(chunked, 413, "too_large", f"body is larger than {MAX_BODY} bytes")
+    assert admin.ok("GET", "/settings/registry.whitelist")["value"] == ""
+
+
+HOSTILE_BODIES: list[tuple[str, str, bytes, str]] = [
+    ("lone surrogate in a password", "/registries",
+     b'{"address": "quay.io", "username": "u", "password": "\\ud800"}', "surrogate"),
+    ("lone surrogate in an email", "/registries",
+     b'{"address": "quay.io", "username": "u", "password": "p", "email": "\\udfff@example.com"}', "surrogate"),
+    ("lone surrogate in an endpoint", "/upstreams/quay.io", b'{"endpoint": "https://\\ud800"}', "surrogate"),
+    ("deeply nested json_key", "/registries",
+     b'{"address": "gcr.io", "kind": "gcr", "json_key": "' + b"[" * 100_000 + b'"}', "json_key is not valid JSON"),
+    ("invalid UTF-8", "/registries", b'{"address": "quay.io\xff"}', "not valid JSON"),
+    ("an integer of 5,000 digits", "/registries", b'{"address": ' + b"9" * 5000 + b"}", "not valid JSON"),
+    ("a number out of range", "/environments", b'{"name": "x", "anonymous_pull": 1e999}', "must be a boolean"),
+]
+
+
+@pytest.mark.parametrize("name,path,raw,message", HOSTILE_BODIES, ids=[case[0] for case in HOSTILE_BODIES])
+def test_hostile_bodies_are_invalid_not_internal_errors(admin_proxy: tuple[ProxyProcess, Admin], name: str,
+                                                        path: str, raw: bytes, message: str) -> None:
+    proxy, admin = admin_proxy
+    method = "PATCH" if path.startswith("/upstreams/") else "POST"
+    assert_error(admin.call(method, path, raw=raw), 400, "invalid", message)
+    assert admin.registries() == []
+    assert "Traceback" not in proxy.log_text()

@@ -234,3 +234,12 @@ def test_admin_listen_keeps_the_admin_api_off_the_registry_port(make_proxy: Prox
     assert get(proxy.host, REALM).status == 200
     for host in (proxy.host, admin_host):
         assert get(host, "/healthz").status == 200, host
+
+
+def test_a_pull_token_that_is_not_utf_8_is_unauthorized(make_proxy: ProxyFactory) -> None:
+    proxy, _ = start(make_proxy)
+    # http.client sends a str header as latin-1, so these bytes are not UTF-8.
+    for token in ("rp1.\xff.\xfe", "tökén"):
+        for path in ("/v2/", "/v2/library/x/manifests/1"):
+            assert_unauthorized(call(proxy.host, "GET", path, {"Authorization": f"Bearer {token}"}))
+    assert "Traceback" not in proxy.log_text()

@@ -332,7 +332,7 @@ def test_no_secret_reaches_the_pages_the_metrics_or_the_log(htpasswd_upstream: U
 
 # -- access log -------------------------------------------------------------------------------------------------
 
-TEXT_LINE = re.compile(r'(?P<remote>\S+) "(?P<method>[A-Z]+) (?P<path>\S+)" (?P<status>\d{3}) (?P<bytes>\d+) '
+TEXT_LINE = re.compile(r'(?P<remote>\S+) "(?P<method>[A-Z]+) (?P<path>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) '
                        r"(?P<duration_ms>\d+(?:\.\d+)?)ms registry=(?P<registry>\S+) env=(?P<environment>\S+) "
                        r"key=(?P<key>\S+) cache=(?P<cache>\S+)$")
 
@@ -392,6 +392,32 @@ def test_access_log_has_one_line_per_request(plain_upstream: Upstream, oci_layou
         if body is not None:
             # Bytes on the wire for this response: the body plus the status line and headers.
             assert body < entry["bytes"] < body + 1024, (path, body, entry["bytes"])
+
+
+# A forged access-log line in the path, with a quote to end the quoted path early, and every kind of control
+# character: C0 (LF, CR, NUL, ESC), DEL, C1 (NEL) and U+2028.
+FORGED = "/v2/quay.io/org/app%0d%0a2026-01-01%2000:00:00,000%20INFO%20aiohttp.access:%20%22GET%20/forged%22" \
+         "%00%1b[31m%7f%c2%85%e2%80%a8/manifests/1"
+FORGED_PATH = '/v2/quay.io/org/app\r\n2026-01-01 00:00:00,000 INFO aiohttp.access: "GET /forged"' \
+              "\x00\x1b[31m\x7f\x85\u2028/manifests/1"
+FORGED_TEXT = FORGED_PATH.translate({0x0D: "\\r", 0x0A: "\\n", 0x22: "\\x22", 0x00: "\\x00", 0x1B: "\\x1b",
+                                     0x7F: "\\x7f", 0x85: "\\x85", 0x2028: "\\u2028"})
+CONTROLS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_control_characters_in_a_request_cannot_forge_log_lines(make_proxy: ProxyFactory, log_format: str) -> None:
+    proxy = make_proxy({"log": {"format": log_format}})
+    ready = len(wait_for_entries(proxy, log_format, 1))
+    assert call(proxy.host, "GET", FORGED, {"Accept": MANIFEST_ACCEPT}).status in (400, 404)
+    entries = wait_for_entries(proxy, log_format, ready + 1)[ready:]
+    assert [entry["path"] for entry in entries] == [FORGED_TEXT if log_format == "text" else FORGED_PATH]
+    time.sleep(0.2)  # a forged line would follow the real one
+    log = proxy.log_path.read_bytes().decode()
+    assert CONTROLS.search(log) is None, CONTROLS.search(log)
+    assert len(access_entries(proxy, log_format)) == ready + 1
+    if log_format == "json":
+        assert all(isinstance(json.loads(line), dict) for line in log.splitlines() if line.strip())
 
 
 def test_json_log_format_writes_json_lines(make_proxy: ProxyFactory) -> None:

@@ -34,7 +34,7 @@ def parse_service_account_key(text: str) -> dict[str, Any]:
     """The key as a dict; ValueError naming the first missing or wrong field."""
     try:
         key = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError("json_key is not valid JSON") from None
     if not isinstance(key, dict):
         raise ValueError("json_key must be a JSON object")
