@@ -13,6 +13,7 @@ from aiohttp import web
 
 from proxy.api.accesslog import AccessLogger
 from proxy.api.admin import PREFIX, admin_app
+from proxy.api.connections import ConnectionPolice, PolicedRunner, default_max_connections
 from proxy.api.health import setup_health_routes
 from proxy.api.listeners import split_listeners
 from proxy.api.metrics import new_observer, setup_metrics_routes, state_collector
@@ -63,9 +64,13 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
-def create_runner(settings: Settings) -> web.AppRunner:
-    """The runner ``serve`` starts; signals are the command line's to handle."""
-    return web.AppRunner(create_app(settings), handle_signals=False, access_log_class=AccessLogger)
+def create_runner(settings: Settings) -> PolicedRunner:
+    """The runner ``serve`` starts, with ``runner.site(sock)`` for each listener; signals are the command line's."""
+    limits = settings.server
+    police = ConnectionPolice(header_timeout=limits.header_timeout,
+                              max_connections=limits.max_connections or default_max_connections())
+    return PolicedRunner(create_app(settings), police=police, keepalive_timeout=limits.keepalive_timeout,
+                         access_log_class=AccessLogger)
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from proxy import __version__
 from proxy.cli.logs import setup_logging
 from proxy.cli.parsing import Actions
+from proxy.cli.resources import AcceptErrorLog, raise_open_file_limit
 from proxy.cli.servertls import CertReloader
 from proxy.config.settings import Settings, SettingsError, load_settings
 from proxy.store.admin_token import AdminTokenError
@@ -100,6 +101,9 @@ def _joined(host: str, port: int) -> str:
 
 
 async def _serve(settings: Settings) -> None:
+    # Before binding, and before the connection limit is sized from it.
+    files_before, files = raise_open_file_limit()
+    AcceptErrorLog().install(asyncio.get_running_loop())
     # Bind before the app starts, so a taken port fails before anything is
     # created in the data directory.
     sock = _bind(settings.listen_host, settings.listen_port, "listen")
@@ -113,18 +117,17 @@ async def _serve(settings: Settings) -> None:
                                 f"Cannot load it with tls.key_file: {exc}") from None
     # The one lazy import of the command line, and on purpose: the server and
     # aiohttp.web load only here, so the admin commands start without them.
-    from aiohttp import web
-
     from proxy.app import create_runner
 
     runner = create_runner(settings)
     await runner.setup()
-    await web.SockSite(runner, sock, ssl_context=reloader.context if reloader else None).start()
+    await runner.site(sock, ssl_context=reloader.context if reloader else None).start()
     scheme = "https" if reloader else "http"
-    log.info("registry-proxy %s listening on %s://%s (data in %s)", __version__, scheme, settings.listen,
-             settings.data_dir)
+    log.info("registry-proxy %s listening on %s://%s (data in %s; at most %d client connections)", __version__,
+             scheme, settings.listen, settings.data_dir, runner.police.max_connections)
+    log.info("open-file limit %d%s", files, f" (raised from {files_before})" if files != files_before else "")
     if admin_sock is not None and settings.admin_listen is not None:
-        await web.SockSite(runner, admin_sock, ssl_context=reloader.context if reloader else None).start()
+        await runner.site(admin_sock, ssl_context=reloader.context if reloader else None).start()
         log.info("admin API, status page and /metrics on %s://%s", scheme, _joined(*settings.admin_listen))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -74,6 +74,12 @@ def _external_url(value: Any, base: Path) -> str:
     return written
 
 
+def _connections(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid("Use a whole number, 1 or more.")
+    return value
+
+
 def _choice(values: tuple[str, ...]) -> ValueType:
     def choose(value: Any, base: Path) -> str:
         chosen = text(value).lower()
@@ -129,6 +135,15 @@ TLS = Group("tls", "HTTPS for the proxy: set both files", (
     Field("key_file", PATH, "PEM private key"),
     Field("reload_interval", _at_least(0.1), "How often the files are checked for changes"),
 ), null_is_unset=True)
+SERVER = Group("server", "Client connections: slow clients must not hold them, nor all file descriptors", (
+    Field("header_timeout", _at_least(0.1), "How long a client may take to send a request's headers, from "
+                                            "connecting or from the first byte of a later request"),
+    Field("keepalive_timeout", _at_least(0.1), "How long an idle kept-alive connection stays open"),
+    Field("max_connections", ValueType((int,), {"type": "integer", "minimum": 1}, {"type": "integer", "minimum": 1},
+                                       from_file=lambda value, base: _connections(value)),
+          "Client connections open at once; at the limit a new one closes the one that has waited longest for "
+          "its request headers. Unset: the open-file limit less 512, and at least half of it"),
+), null_is_unset=True)
 _PUBLIC = "Serve it without the admin token"
 
 CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-proxy.yaml)", (
@@ -154,6 +169,7 @@ CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-prox
     ), null_is_unset=True),
     Group("secrets", "Secrets at rest", (Field("key_file", PATH, "File holding the secret key"),), null_is_unset=True),
     TLS,
+    SERVER,
     Group("status", "The status page", (Field("public", FLAG, _PUBLIC),)),
     Group("metrics", "/metrics", (Field("public", FLAG, _PUBLIC),)),
 ))

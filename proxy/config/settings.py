@@ -26,7 +26,7 @@ from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 # parse_whitelist: proxy.directory reads the stored whitelist with it.
-__all__ = ["CacheSettings", "RegistryConfig", "ServerTls", "Settings", "SettingsError", "load_settings",
+__all__ = ["CacheSettings", "RegistryConfig", "ServerLimits", "ServerTls", "Settings", "SettingsError", "load_settings",
            "parse_whitelist"]
 
 
@@ -45,6 +45,14 @@ class ServerTls:
     cert_file: Path
     key_file: Path
     reload_interval: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    # None: sized from the open-file limit when the server starts.
+    max_connections: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class Settings:
     admin_listen: tuple[str, int] | None = None
     secret_key_file: Path | None = None
     tls: ServerTls | None = None
+    server: ServerLimits = ServerLimits()
 
     @property
     def key_file(self) -> Path:
@@ -157,6 +166,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         trusted_proxies=values.get("trusted_proxies", ()),
         secret_key_file=values.get("secrets", {}).get("key_file"),
         tls=_server_tls(values.get("tls", {})),
+        server=ServerLimits(**values.get("server", {})),
     )
 
 

@@ -116,13 +116,14 @@ def make_faulty_upstream() -> Iterator[Callable[..., FaultyUpstream]]:
 
 @pytest.fixture
 def make_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
-    """Factory: make_proxy(config, *, env=None, name="proxy") -> started ProxyProcess."""
+    """Factory: make_proxy(config, *, env=None, name="proxy", launcher=()) -> started ProxyProcess."""
     started: list[ProxyProcess] = []
 
-    def make(config: dict[str, Any], *, env: dict[str, str] | None = None, name: str = "proxy") -> ProxyProcess:
+    def make(config: dict[str, Any], *, env: dict[str, str] | None = None, name: str = "proxy",
+             launcher: tuple[str, ...] = ()) -> ProxyProcess:
         # start_proxy kills a proxy that never became ready, so only started
         # ones need tracking.
-        proxy = start_proxy(_unique(tmp_path, name), config, env=env)
+        proxy = start_proxy(_unique(tmp_path, name), config, env=env, launcher=launcher)
         started.append(proxy)
         return proxy
 

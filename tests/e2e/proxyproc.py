@@ -26,7 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class ProxyProcess:
     """One proxy child process; restartable on the same port, config and data."""
 
-    def __init__(self, base: Path, config_path: Path, port: int, env: dict[str, str]) -> None:
+    def __init__(self, base: Path, config_path: Path, port: int, env: dict[str, str],
+                 launcher: tuple[str, ...] = ()) -> None:
         self.base = base
         self.config_path = config_path
         self.port = port
@@ -35,6 +36,8 @@ class ProxyProcess:
         self.url = f"{'https' if self.tls else 'http'}://{self.host}"
         self.log_path = base / "proxy.log"
         self._env = env
+        # Put before the command, e.g. ("prlimit", "--nofile=1024:1024", "--"); it must exec the proxy.
+        self._launcher = launcher
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -62,7 +65,7 @@ class ProxyProcess:
     def start(self, timeout: float = 20) -> None:
         if self.running:
             return
-        argv = [sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)]
+        argv = [*self._launcher, sys.executable, "-m", "proxy", "serve", "--config", str(self.config_path)]
         self._proc = spawn(argv, self.log_path, cwd=REPO_ROOT, env=self._env)
         try:
             wait_http(f"{self.url}/healthz", timeout, ok=(200,), proc=self._proc, ssl_ctx=_unverified() if self.tls else None)
@@ -115,11 +118,12 @@ def _unverified() -> ssl.SSLContext:
     return ctx
 
 
-# What the `make_proxy` fixture yields: make_proxy(config, *, env=None, name="proxy").
+# What the `make_proxy` fixture yields: make_proxy(config, *, env=None, name="proxy", launcher=()).
 ProxyFactory = Callable[..., ProxyProcess]
 
 
-def start_proxy(base: Path, config: dict[str, Any], *, env: dict[str, str] | None = None) -> ProxyProcess:
+def start_proxy(base: Path, config: dict[str, Any], *, env: dict[str, str] | None = None,
+                launcher: tuple[str, ...] = ()) -> ProxyProcess:
     """Write `base/config.yaml` from `config` and start the proxy on a free port.
 
     `listen` and `data_dir` are filled in unless the config has them. `env`
@@ -137,6 +141,6 @@ def start_proxy(base: Path, config: dict[str, Any], *, env: dict[str, str] | Non
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     # Unbuffered so the log is complete when a test reads it after a kill.
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proxy = ProxyProcess(base, config_path, int(port), child_env)
+    proxy = ProxyProcess(base, config_path, int(port), child_env, launcher)
     proxy.start()
     return proxy
