@@ -38,8 +38,9 @@ from proxy.store.db import Database
 from proxy.store.environments import EnvironmentStore
 from proxy.store.runtime_settings import SettingsStore
 from proxy.store.upstreams import UpstreamStore
+from proxy.upstream.breaker import Breakers
 from proxy.upstream.client import UpstreamClient
-from proxy.upstream.pools import open_pools
+from proxy.upstream.pools import Timeouts, open_pools
 from proxy.upstream.tls import TlsContexts
 
 __all__ = ["create_app", "create_runner"]
@@ -113,9 +114,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     live = app[LIVE]
     storage = FilesystemStorage(settings.data_dir, max_size=settings.cache.max_size)
     await storage.start()
-    pools = open_pools()
+    limits = settings.upstream
+    timeouts = Timeouts(connect=limits.connect_timeout, response=limits.response_timeout, idle=limits.idle_timeout)
+    pools = open_pools(timeouts)
     upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"),
-                              observer=app[OBSERVER])
+                              observer=app[OBSERVER], timeouts=timeouts,
+                              breakers=Breakers(threshold=limits.failures_before_pause, cooldown=limits.pause))
     clearances = Clearances(ttl=settings.cache.tag_ttl, on_refused=app[OBSERVER].isolation_refusal)
     services = Services(
         router=Router(lambda: live.policy),

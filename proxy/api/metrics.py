@@ -94,7 +94,18 @@ def state_collector(app: web.Application) -> StateCollector:
             mints.add_metric([label, result], value)
         for label, stamp in soonest.items():
             expiry.add_metric([label], stamp)
-        families += [objects, mints, expiry]
+        paused = GaugeMetricFamily("registry_proxy_upstream_paused", "1 while an upstream that kept failing is left "
+                                   "alone (its circuit is open)", labels=["registry"])
+        for label in {observer.label(r) for r in services.upstream.breakers.open_circuits()}:
+            paused.add_metric([label], 1)
+        skipped = CounterMetricFamily("registry_proxy_upstream_skipped_requests", "Requests not sent to an upstream "
+                                      "because it was left alone after failing", labels=["registry"])
+        skips: dict[str, int] = {}
+        for registry, count in services.upstream.breakers.skipped.items():
+            skips[observer.label(registry)] = skips.get(observer.label(registry), 0) + count
+        for label, count in skips.items():
+            skipped.add_metric([label], count)
+        families += [objects, mints, expiry, paused, skipped]
         hub = observer.upstreams.get(DOCKER_HUB)
         if hub is not None and hub.ratelimit_remaining is not None:
             families.append(GaugeMetricFamily("registry_proxy_dockerhub_ratelimit_remaining",

@@ -36,7 +36,7 @@ from proxy.credentials.fields import (
 from proxy.credentials.schema import Field, Group, Invalid, ListOf, ValueType, file_schema
 from proxy.credentials.value_types import DURATION, FLAG, parse_duration, text
 
-__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "TLS", "config_json_schema", "parse_size"]
+__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "TLS", "UPSTREAM", "config_json_schema", "parse_size"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
@@ -72,6 +72,12 @@ def _external_url(value: Any, base: Path) -> str:
     if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?", written):
         raise Invalid("Use the URL clients reach the proxy at, e.g. https://proxy.example.com.")
     return written
+
+
+def _positive(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid("Use a whole number, 1 or more.")
+    return value
 
 
 def _connections(value: Any) -> int:
@@ -116,6 +122,18 @@ CACHE = Group("cache", "Cache bounds and freshness", (
     Field("max_stale", DURATION, "How long past tag_ttl a cached tag is served while the upstream fails"),
     Field("max_manifest_size", SIZE, "Larger manifests are refused"),
     Field("min_free", SIZE, "/readyz fails when less than this is free where the cache lives"),
+    Field("revalidate_timeout", _at_least(0.1), "How long a tag's revalidation may take while a cached copy could "
+                                                "be served; past it, the cached copy is served, marked stale"),
+))
+UPSTREAM = Group("upstream", "How long upstreams may take, and when one that keeps failing is left alone", (
+    Field("connect_timeout", _at_least(0.1), "To open a connection"),
+    Field("response_timeout", _at_least(0.1), "From sending a request to the response headers"),
+    Field("idle_timeout", _at_least(0.1), "Between two reads of a response body"),
+    Field("failures_before_pause", ValueType((int,), {"type": "integer", "minimum": 1},
+                                             {"type": "integer", "minimum": 1}, from_file=lambda value, base:
+                                             _positive(value)),
+          "Connection failures and timeouts in a row after which an upstream is not asked for a while"),
+    Field("pause", _at_least(0.1), "How long such an upstream is left alone before one request probes it"),
 ))
 _ENTRY_FIELDS = (ADDRESS_FIELD, ENVIRONMENT, ENDPOINT, USERNAME, PASSWORD, SECRET_FILES["password"], EMAIL, INSECURE, CA_CERT,
                  CLIENT_CERT, CLIENT_KEY, KIND, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SECRET_FILES["secret_access_key"],
@@ -158,6 +176,7 @@ CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-prox
                                        "failed-login limit)"),
     SETTINGS,
     CACHE,
+    UPSTREAM,
     ListOf("registries", "Upstream registries that need credentials or another address", REGISTRY_ENTRY),
     ListOf("environments", "Environments (tenants) with their pull keys; `default` exists without being listed",
            ENVIRONMENT_ENTRY),

@@ -26,7 +26,8 @@ from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 # parse_whitelist: proxy.directory reads the stored whitelist with it.
-__all__ = ["CacheSettings", "RegistryConfig", "ServerLimits", "ServerTls", "Settings", "SettingsError", "load_settings",
+__all__ = ["CacheSettings", "RegistryConfig", "ServerLimits", "ServerTls", "Settings", "SettingsError", "UpstreamSettings",
+           "load_settings",
            "parse_whitelist"]
 
 
@@ -38,6 +39,16 @@ class CacheSettings:
     max_manifest_size: int = 4 * 1024**2
     # /readyz fails below this much free space where the cache lives.
     min_free: int = 1024**3
+    revalidate_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    connect_timeout: float = 5.0
+    response_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    failures_before_pause: int = 5
+    pause: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class Settings:
     listen_port: int = 5000
     data_dir: Path = Path("data")
     cache: CacheSettings = CacheSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     credentials: Mapping[CredentialKey, CredentialInput] = field(default_factory=dict)
     environments: Mapping[str, EnvironmentConfig] = field(default_factory=dict)
@@ -152,6 +164,7 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
         listen_port=port,
         data_dir=values.get("data_dir", defaults.data_dir),
         cache=CacheSettings(**values.get("cache", {})),
+        upstream=UpstreamSettings(**values.get("upstream", {})),
         registries=registries,
         credentials=credentials,
         environments=environments,

@@ -44,6 +44,9 @@ class Upstream(Protocol):
     def access_key(self, environment: str, registry: str) -> str:
         """Which access the environment's requests to this registry have now: a credential id, or "" for none."""
 
+    def unresponsive(self, registry: str, message: str) -> None:
+        """A request to the registry was given up on for taking too long: a failure, as a timeout would be."""
+
     def open(self, target: Target, method: str, path: str, *, env: str, kind: EndpointKind,
              headers: Mapping[str, str] | None = None,
              params: Mapping[str, str] | None = None) -> AbstractAsyncContextManager[Answer]: ...

@@ -8,6 +8,7 @@ and raises ``RegistryError`` for anything but a 2xx answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
@@ -20,11 +21,12 @@ from yarl import URL
 from proxy.errors import ErrorCode, RegistryError
 from proxy.reference import Target
 from proxy.upstream.auth import Authenticator
+from proxy.upstream.breaker import Breakers, CircuitOpen
 from proxy.upstream.challenge import parse_challenges
 from proxy.upstream.endpoints import Credentials, Endpoint, EndpointKind, RegistryDirectory, UpstreamEvents
 from proxy.upstream.failures import connection_error, status_error
 from proxy.upstream.guard import check_literal
-from proxy.upstream.pools import Pools
+from proxy.upstream.pools import DEFAULT_TIMEOUTS, Pools, Timeouts
 from proxy.upstream.tls import TlsContexts
 
 __all__ = ["UpstreamClient"]
@@ -38,8 +40,11 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 class UpstreamClient:
     def __init__(self, *, pools: Pools, registries: RegistryDirectory, tls: TlsContexts,
-                 observer: UpstreamEvents) -> None:
+                 observer: UpstreamEvents, timeouts: Timeouts = DEFAULT_TIMEOUTS,
+                 breakers: Breakers | None = None) -> None:
         self.registries = registries
+        self.breakers = breakers or Breakers()
+        self._timeouts = timeouts
         self._pools = pools
         self._tls = tls
         self._observer = observer
@@ -54,6 +59,10 @@ class UpstreamClient:
     def access_key(self, environment: str, registry: str) -> str:
         """Which access the environment's requests to this registry have now: a credential id, or "" for none."""
         return self.registries.credential_id(environment, registry)
+
+    def unresponsive(self, registry: str, message: str) -> None:
+        self.breakers.failed(registry, probe=False)
+        self._observer.upstream_failed(registry, message)
 
     @asynccontextmanager
     async def open(
@@ -158,15 +167,32 @@ class UpstreamClient:
     async def _request(self, endpoint: Endpoint, method: str, url: URL, headers: Mapping[str, str],
                        params: Mapping[str, str] | None, *, tls: ssl.SSLContext | bool) -> aiohttp.ClientResponse:
         session = self._pools.for_registry(endpoint.configured)
+        try:
+            probe = self.breakers.before(endpoint.registry)
+        except CircuitOpen as exc:
+            raise RegistryError(ErrorCode.UNAVAILABLE, f"upstream {endpoint.registry} is left alone for now: "
+                                                       f"{exc}") from None
         started = time.monotonic()
         try:
             check_literal(url.host or "", private_ok=endpoint.configured)
-            resp = await session.request(method, url, headers=headers, params=params, allow_redirects=False,
-                                         ssl=tls)
+            # The first byte within its own deadline: the pool's read timeout
+            # is for gaps in a body, and would let a silent upstream hold a
+            # request for as long.
+            async with asyncio.timeout(self._timeouts.response):
+                resp = await session.request(method, url, headers=headers, params=params, allow_redirects=False,
+                                             ssl=tls)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             error = connection_error(endpoint, exc)
+            if error.code is ErrorCode.DENIED:
+                self.breakers.released(endpoint.registry, probe=probe)  # policy, not the upstream's failure
+            else:
+                self.breakers.failed(endpoint.registry, probe=probe)
             self._observer.upstream_failed(endpoint.registry, error.message)
             raise error from None
+        except BaseException:
+            self.breakers.released(endpoint.registry, probe=probe)
+            raise
+        self.breakers.succeeded(endpoint.registry)
         self._observer.upstream_answered(endpoint.registry, resp.status, time.monotonic() - started,
                                          resp.headers.get("ratelimit-remaining"))
         return resp

@@ -15,9 +15,21 @@ import aiohttp
 from proxy import __version__
 from proxy.upstream.guard import PublicOnlyResolver
 
-__all__ = ["Pools", "open_pools"]
+__all__ = ["DEFAULT_TIMEOUTS", "Pools", "Timeouts", "open_pools"]
 
 USER_AGENT = f"registry-proxy/{__version__}"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long an upstream may take: to connect, to send its response headers, and between two reads of a body."""
+
+    connect: float = 5.0
+    response: float = 30.0
+    idle: float = 60.0
+
+
+DEFAULT_TIMEOUTS = Timeouts()
 
 
 @dataclass(frozen=True)
@@ -33,11 +45,12 @@ class Pools:
         await self.public.close()
 
 
-def open_pools(*, connect_timeout: float = 15.0, read_timeout: float = 120.0) -> Pools:
+def open_pools(timeouts: Timeouts = DEFAULT_TIMEOUTS) -> Pools:
     def session(resolver: aiohttp.abc.AbstractResolver | None) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, resolver=resolver),
-            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+            # No total: a large blob takes as long as it takes, as long as bytes keep coming.
+            timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_read=timeouts.idle),
             # Cookies never travel: upstreams get only what we choose to send.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,

@@ -251,8 +251,8 @@ def test_realistic_status_page(browser: Browser, plain_upstream: Upstream, htpas
                 {"address": "quay.io", "endpoint": plain_upstream.url},
                 {"address": "registry.acme.internal", "endpoint": htpasswd_upstream.url, "username": alice,
                  "password": alice_pw},
-                {"address": ECR, "endpoint": token_upstream.url, "kind": "ecr",
-                 "access_key_id": fake.access_key_id, "secret_access_key": "secret-" + new_token(),
+                {"address": ECR, "endpoint": token_upstream.url, "token_realms": token_upstream.token_realms,
+                 "kind": "ecr", "access_key_id": fake.access_key_id, "secret_access_key": "secret-" + new_token(),
                  "aws_endpoint_url": fake.url},
                 # Nothing listens there: the page shows what an outage looks like.
                 {"address": "ghcr.io", "endpoint": f"http://127.0.0.1:{free_port()}"},

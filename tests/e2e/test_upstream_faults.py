@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import Iterator
@@ -11,8 +12,9 @@ import pytest
 from aiohttp import web
 
 from .bgserver import BackgroundApp
-from .http import get
+from .http import call, get
 from .proxyproc import ProxyFactory
+from .scrape import scrape
 
 API = {"Docker-Distribution-API-Version": "registry/2.0"}
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}'
@@ -37,6 +39,9 @@ class Scripted:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.seen.append({"path": request.path, "method": request.method,
                           "authorization": request.headers.get("Authorization", "")})
+        if self.mode == "silent":
+            # Accepts the request and never answers it: a wedged registry, or a firewall in between.
+            await asyncio.Event().wait()
         if request.path == "/v2/":
             return web.json_response({}, headers=API)
         if self.realm and not request.headers.get("Authorization", "").startswith("Bearer "):
@@ -129,7 +134,7 @@ def test_redirect_loops_stop_after_five_hops(scripted: Scripted, make_proxy: Pro
     assert len(manifest_requests) == 6  # the first request and five redirects
 
 
-def test_credentials_go_only_to_a_realm_on_the_registry_site(scripted: Scripted, make_proxy: ProxyFactory) -> None:
+def test_credentials_go_only_to_the_registry_host_and_port_or_a_named_realm(scripted: Scripted, make_proxy: ProxyFactory) -> None:
     asked: list[str] = []
 
     async def token(request: web.Request) -> web.Response:
@@ -149,11 +154,17 @@ def test_credentials_go_only_to_a_realm_on_the_registry_site(scripted: Scripted,
         assert get(host, PATH).status == 200
         assert asked == [""], "stored credentials went to a realm on another site"
 
+        # The registry's host on another port is another server: no credentials either.
         same_host = BackgroundApp(token_app(), name="e2e-same-host-realm")
         try:
             scripted.realm = f"{same_host.url}/token"
             other = proxy_for(make_proxy, scripted, registry={"username": "u", "password": "s3cret-pw"})
             assert get(other, PATH).status == 200
+            assert asked[-1] == ""
+            # Unless the registry's config names that realm.
+            named = proxy_for(make_proxy, scripted, registry={"username": "u", "password": "s3cret-pw",
+                                                              "token_realms": [same_host.url]})
+            assert get(named, PATH).status == 200
             assert asked[-1] == "Basic " + base64.b64encode(b"u:s3cret-pw").decode()
         finally:
             same_host.stop()
@@ -193,3 +204,30 @@ def test_token_requests_carry_their_own_scope_and_no_gzip(scripted: Scripted, ma
         assert all("gzip" not in encoding for _, encoding in seen)
     finally:
         server.stop()
+
+
+def test_a_silent_upstream_costs_a_cached_tag_seconds_once_then_nothing(scripted: Scripted,
+                                                                        make_proxy: ProxyFactory) -> None:
+    # upstream.response_timeout stays at its 30 s default: the client below gives up after 20 s.
+    proxy = make_proxy({"registries": [{"address": "scripted.example", "endpoint": scripted.url}],
+                        "cache": {"tag_ttl": "0s", "revalidate_timeout": "0.5s"},
+                        "upstream": {"failures_before_pause": 1, "pause": "1h"}})
+    assert get(proxy.host, PATH).body == MANIFEST
+    scripted.mode = "silent"
+    seen = len(scripted.seen)
+
+    stale = call(proxy.host, "GET", PATH, timeout=20)
+    assert stale.status == 200 and stale.body == MANIFEST
+    assert stale.headers["x-registry-proxy-cache"] == "stale"
+    assert len(scripted.seen) == seen + 1
+    # Remembered: the next requests are answered without asking it again.
+    for _ in range(3):
+        again = call(proxy.host, "GET", PATH, timeout=20)
+        assert again.status == 200 and again.headers["x-registry-proxy-cache"] == "stale"
+    cold = call(proxy.host, "GET", "/v2/scripted.example/org/other/manifests/1", timeout=20)
+    assert cold.status == 503 and cold.error_codes == ["UNAVAILABLE"]
+    assert "left alone" in cold.error_message
+    assert len(scripted.seen) == seen + 1
+    metric = scrape(proxy)
+    assert metric("registry_proxy_upstream_paused", registry="scripted.example") == 1
+    assert metric("registry_proxy_upstream_skipped_requests_total", registry="scripted.example") == 4

@@ -160,6 +160,9 @@ class FakeUpstream:
         # When set, every GET waits here, before its answer, until the test opens the gate.
         self.gate: asyncio.Event | None = None
         self.gets_waiting = Tally()
+        # When set, every request waits here forever: an upstream that accepts and never answers.
+        self.silent = False
+        self.unresponsive_reports: list[str] = []
 
     # Setting up
 
@@ -201,11 +204,16 @@ class FakeUpstream:
     def access_key(self, environment: str, registry: str) -> str:
         return self.access.get(f"{environment}/{registry}", self.access.get(registry, ""))
 
+    def unresponsive(self, registry: str, message: str) -> None:
+        self.unresponsive_reports.append(registry)
+
     @asynccontextmanager
     async def open(self, target: Target, method: str, path: str, *, env: str, kind: EndpointKind,
                    headers: Mapping[str, str] | None = None,
                    params: Mapping[str, str] | None = None) -> AsyncIterator[FakeAnswer]:
         self.calls[(method, path, target)] += 1
+        if self.silent:
+            await asyncio.Event().wait()
         if method == "GET" and self.gate is not None:
             self.gets_waiting.add()
             await self.gate.wait()

@@ -144,6 +144,22 @@ async def test_a_stale_tag_is_served_while_the_upstream_fails_but_not_past_max_s
     assert too_old.value.code is failure
 
 
+async def test_a_silent_upstream_costs_a_cached_tag_the_revalidation_deadline_not_its_timeout(
+        storage: ObservedStorage, upstream: FakeUpstream, clock: Clock) -> None:
+    service = ManifestService(storage=storage, upstream=upstream,
+                              cache=CacheSettings(tag_ttl=TTL, max_stale=MAX_STALE, revalidate_timeout=0.05),
+                              clearances=Clearances(ttl=TTL, clock=clock), clock=clock)
+    digest = upstream.add_manifest(APP, "1.0", V1)
+    await service.get(APP, "1.0", env="default", accept=None, head=False)
+    upstream.silent = True
+    clock.advance(TTL + 1)
+    # Bounded by the test, so a regression fails instead of hanging.
+    stale = await asyncio.wait_for(service.get(APP, "1.0", env="default", accept=None, head=False), 10)
+    assert served(stale) == (str(digest), V1, CacheResult.STALE)
+    assert upstream.unresponsive_reports == [APP.registry]  # so the next request need not wait
+    await service.aclose()
+
+
 @pytest.mark.parametrize("failure", [ErrorCode.MANIFEST_UNKNOWN, ErrorCode.NAME_UNKNOWN, ErrorCode.DENIED,
                                      ErrorCode.UNAUTHORIZED], ids=attrgetter("name"))
 async def test_an_upstream_answer_that_is_not_a_transient_failure_is_raised_not_hidden_by_a_stale_copy(

@@ -6,6 +6,7 @@ an operator's registries are, so the SSRF guard lets the client reach them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import re
@@ -21,9 +22,10 @@ from aiohttp.test_utils import TestServer
 from proxy.errors import ErrorCode, RegistryError
 from proxy.reference import Target
 from proxy.upstream.auth import credentials_refusal
+from proxy.upstream.breaker import Breakers
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.endpoints import DOCKER_HUB_API, Credentials, Endpoint, EndpointKind
-from proxy.upstream.pools import Pools, open_pools
+from proxy.upstream.pools import Pools, Timeouts, open_pools
 from proxy.upstream.tls import TlsContexts, TlsOptions
 from yarl import URL
 
@@ -184,7 +186,7 @@ class Rig:
 
 @pytest.fixture
 async def pools() -> AsyncIterator[Pools]:
-    pools = open_pools(connect_timeout=5, read_timeout=5)
+    pools = open_pools(Timeouts(connect=5, response=5, idle=5))
     yield pools
     await pools.close()
 
@@ -487,3 +489,55 @@ async def test_429_without_retry_after_adds_none(make_rig: MakeRig) -> None:
     rig = await make_rig(FakeRegistry(auth="none", answers={"org/app/manifests/1": _answer(429)}))
     error = await rig.error("org/app", "manifests/1")
     assert error.code is ErrorCode.TOOMANYREQUESTS and error.headers == {}
+
+
+class BlackHole:
+    """Accepts TCP connections and never answers: a firewall that drops, or a wedged registry."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self._writers.append(writer)
+
+        self._server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_silent_upstream_times_out_then_is_left_alone(tmp_path: Path) -> None:
+    hole = BlackHole()
+    url = await hole.start()
+    timeouts = Timeouts(connect=5, response=0.2, idle=5)
+    pools = open_pools(timeouts)
+    events = FakeEvents()
+    directory = FakeDirectory(Endpoint(REGISTRY, url, configured=True), None)
+    client = UpstreamClient(pools=pools, registries=directory, tls=TlsContexts(tmp_path / "tls"), observer=events,
+                            timeouts=timeouts, breakers=Breakers(threshold=2, cooldown=60))
+    target = Target(REGISTRY, "team/app")
+    try:
+        for _ in range(2):
+            with pytest.raises(RegistryError) as timed_out:
+                async with client.open(target, "HEAD", "manifests/1", env="default", kind=EndpointKind.MANIFEST):
+                    pass
+            assert timed_out.value.code is ErrorCode.UNAVAILABLE and "timed out" in timed_out.value.message
+        assert hole.connections == 2
+        # Left alone now: answered at once, without another connection.
+        with pytest.raises(RegistryError) as paused:
+            async with client.open(target, "HEAD", "manifests/1", env="default", kind=EndpointKind.MANIFEST):
+                pass
+        assert paused.value.code is ErrorCode.UNAVAILABLE and "left alone" in paused.value.message
+        assert hole.connections == 2
+        assert client.breakers.open_circuits() == {REGISTRY: 2}
+    finally:
+        await pools.close()
+        await hole.stop()

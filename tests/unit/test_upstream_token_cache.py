@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 from proxy.upstream.auth import MIN_SWEEP, Authenticator
 from proxy.upstream.challenge import Challenge
 from proxy.upstream.endpoints import Credentials, Endpoint
-from proxy.upstream.pools import Pools, open_pools
+from proxy.upstream.pools import Pools, Timeouts, open_pools
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -56,7 +56,7 @@ async def rig(aiohttp_server: ServerFactory) -> AsyncIterator[Rig]:
     app = web.Application()
     app.router.add_get("/token", tokens.handle)
     server = await aiohttp_server(app)
-    pools: Pools = open_pools(connect_timeout=5, read_timeout=5)
+    pools: Pools = open_pools(Timeouts(connect=5, response=5, idle=5))
     clock = Clock()
     auth = Authenticator(pools, clock=clock)
     auth.remember(REGISTRY, [Challenge("bearer", {"realm": str(server.make_url("/token")), "service": "fake"})])
