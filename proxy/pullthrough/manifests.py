@@ -36,6 +36,9 @@ DEFAULT_ACCEPT = ", ".join((
     "application/vnd.oci.image.index.v1+json",
 ))
 
+# What docker, containerd, podman and skopeo all accept; their tags share one record.
+_USUAL = frozenset(part.strip() for part in DEFAULT_ACCEPT.split(","))
+
 # Hashing or parsing more than this takes longer than handing it to a thread.
 _INLINE = 256 * 1024
 
@@ -97,7 +100,8 @@ class ManifestService:
                                                                expect=digest))
 
     async def _by_tag(self, target: Target, tag: str, *, accept: str | None, head: bool, caller: Caller) -> Manifest:
-        record = await self._storage.tag(target, tag)
+        kept_as = _record_name(tag, accept)
+        record = await self._storage.tag(target, kept_as)
         if (record is not None and self._clearances.fresh(caller, target) and _acceptable(record.media_type, accept)
                 and record.age(self._clock()) < self._cache.tag_ttl):
             local = await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.HIT,
@@ -105,7 +109,8 @@ class ManifestService:
             if local is not None:
                 return local
         key = ("tag", target, tag, accept, head, caller.access)
-        return await self._flights.do(key, lambda: self._refresh_tag(target, tag, record, accept, head, caller))
+        return await self._flights.do(key, lambda: self._refresh_tag(target, tag, kept_as, record, accept, head,
+                                                                     caller))
 
     async def _refusable(self, check: Awaitable[T], caller: Caller) -> T:
         """``check`` of cached content; a refusal of it is counted as one."""
@@ -115,7 +120,7 @@ class ManifestService:
             self._clearances.check_failed(caller, err)
             raise
 
-    async def _refresh_tag(self, target: Target, tag: str, record: TagRecord | None,
+    async def _refresh_tag(self, target: Target, tag: str, kept_as: str, record: TagRecord | None,
                            accept: str | None, head: bool, caller: Caller) -> Manifest:
         usable = record if record is not None and _acceptable(record.media_type, accept) else None
         manifest: Manifest | None = None
@@ -131,7 +136,7 @@ class ManifestService:
                         check = self._head(target, tag, accept, caller)
                         current = await (self._refusable(check, caller) if cached else check)
                         if current is not None and current.digest == usable.digest:
-                            revalidated = await self._revalidated(target, tag, usable, head=head, caller=caller)
+                            revalidated = await self._revalidated(target, kept_as, usable, head=head, caller=caller)
                             if revalidated is not None:
                                 return revalidated
                         elif head:
@@ -148,11 +153,11 @@ class ManifestService:
             if stale is None:
                 raise
             return stale
-        await self._storage.set_tag(target, tag, TagRecord(manifest.digest, manifest.media_type, manifest.size,
-                                                           self._clock(), caller.access))
+        await self._storage.set_tag(target, kept_as, TagRecord(manifest.digest, manifest.media_type, manifest.size,
+                                                               self._clock(), caller.access))
         return manifest
 
-    async def _revalidated(self, target: Target, tag: str, usable: TagRecord, *, head: bool,
+    async def _revalidated(self, target: Target, kept_as: str, usable: TagRecord, *, head: bool,
                            caller: Caller) -> Manifest | None:
         """The cached manifest, vouched for by a HEAD made with today's credentials."""
         digest = parse_digest(usable.digest)
@@ -161,7 +166,8 @@ class ManifestService:
             await self._storage.link_manifest(target, digest, ManifestLink(link.media_type, caller.access))
         local = await self._local(target, digest, head=head, cache=CacheResult.REVALIDATED)
         if local is not None:
-            await self._storage.set_tag(target, tag, replace(usable, checked_at=self._clock(), access=caller.access))
+            await self._storage.set_tag(target, kept_as, replace(usable, checked_at=self._clock(),
+                                                                 access=caller.access))
         return local
 
     async def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
@@ -253,6 +259,23 @@ def _claimed_digest(claimed: str | None) -> Digest | None:
         return parse_digest(claimed) if claimed else None
     except InvalidReference:
         return None
+
+
+def _record_name(tag: str, accept: str | None) -> str:
+    """Where a tag's record for this Accept set is kept.
+
+    The upstream answers each Accept set on its own terms (an index for one,
+    a single-platform manifest for another), so clients that accept less
+    than the usual set get records of their own instead of overwriting, and
+    refetching, each other's. Only registered types count, so there are
+    few such records however clients write their Accept. "@" cannot occur
+    in a tag.
+    """
+    offered = {part.split(";", 1)[0].strip() for part in (accept or "").split(",")}
+    if not accept or "*/*" in offered or offered >= _USUAL:
+        return tag
+    known = sorted(offered & MANIFEST_TYPES)
+    return f"{tag}@{hashlib.sha256(','.join(known).encode()).hexdigest()[:12]}"
 
 
 def _acceptable(media_type: str, accept: str | None) -> bool:

@@ -163,6 +163,7 @@ class FakeUpstream:
         # When set, every request waits here forever: an upstream that accepts and never answers.
         self.silent = False
         self.unresponsive_reports: list[str] = []
+        self.variants: dict[tuple[Target, str], dict[str, bytes]] = {}
 
     # Setting up
 
@@ -178,6 +179,8 @@ class FakeUpstream:
         stored[str(digest)] = (body, media_type)
         if tag is not None:
             stored[tag] = (body, media_type)
+            # A tag with several types answers each Accept set with the first type it offers, as registries do.
+            self.variants.setdefault((target, tag), {})[media_type] = body
         return digest
 
     def hold(self, digest: Digest) -> HeldBody:
@@ -225,7 +228,7 @@ class FakeUpstream:
         if section == "blobs":
             yield self._blob(target, method, reference)
         elif section == "manifests":
-            yield self._manifest(target, method, reference)
+            yield self._manifest(target, method, reference, (headers or {}).get("Accept", ""))
         else:
             raise AssertionError(f"unexpected upstream path {path}")
 
@@ -242,8 +245,12 @@ class FakeUpstream:
         body = b"" if method == "HEAD" else data
         return FakeAnswer(len(data), _headers(Docker_Content_Digest=str(digest)), _Content(body, held))
 
-    def _manifest(self, target: Target, method: str, reference: str) -> FakeAnswer:
+    def _manifest(self, target: Target, method: str, reference: str, accept: str) -> FakeAnswer:
         found = self.manifests.get(target, {}).get(reference)
+        variants = self.variants.get((target, reference), {})
+        offered = [media_type for media_type in variants if media_type in accept]
+        if len(variants) > 1 and offered:
+            found = (variants[offered[0]], offered[0])
         if found is None:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, f"fake upstream has no manifest {reference} in {target}")
         body, media_type = found

@@ -144,6 +144,32 @@ async def test_a_stale_tag_is_served_while_the_upstream_fails_but_not_past_max_s
     assert too_old.value.code is failure
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEX = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+
+
+async def test_clients_with_different_accept_sets_keep_their_own_tag_records(
+        manifests: ManifestService, upstream: FakeUpstream) -> None:
+    upstream.add_manifest(APP, "1.0", INDEX, OCI_INDEX)
+    upstream.add_manifest(APP, "1.0", V1, OCI_MANIFEST)
+    usual = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, " \
+            "application/vnd.docker.distribution.manifest.v2+json, " \
+            "application/vnd.docker.distribution.manifest.list.v2+json"
+    single = OCI_MANIFEST  # an older client that takes no index
+
+    async def pull(accept: str) -> tuple[bytes | None, CacheResult]:
+        manifest = await manifests.get(APP, "1.0", env="default", accept=accept, head=False)
+        return manifest.body, manifest.cache
+
+    assert await pull(usual) == (INDEX, CacheResult.MISS)
+    assert await pull(single) == (V1, CacheResult.MISS)
+    upstream.reset()
+    for _ in range(3):
+        assert await pull(usual) == (INDEX, CacheResult.HIT)
+        assert await pull(single) == (V1, CacheResult.HIT)
+    assert upstream.calls == Counter()
+
+
 async def test_a_silent_upstream_costs_a_cached_tag_the_revalidation_deadline_not_its_timeout(
         storage: ObservedStorage, upstream: FakeUpstream, clock: Clock) -> None:
     service = ManifestService(storage=storage, upstream=upstream,
