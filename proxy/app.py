@@ -13,6 +13,7 @@ from aiohttp import web
 
 from proxy.api.accesslog import AccessLogger
 from proxy.api.admin import PREFIX, admin_app
+from proxy.api.admin_cache import VERIFIER, CacheVerifier
 from proxy.api.connections import ConnectionPolice, PolicedRunner, default_max_connections
 from proxy.api.health import setup_health_routes
 from proxy.api.listeners import split_listeners
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
     app[OBSERVER] = new_observer(app)
     app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(_cache_verifier)
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("proxy", "templates"), autoescape=True)
     env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
     app.add_subapp("/v2", registry_app())
@@ -139,3 +141,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         await upstream.aclose()
         await pools.close()
         await storage.close()
+
+
+async def _cache_verifier(app: web.Application) -> AsyncIterator[None]:
+    # After the services, so a run still going on is stopped before the storage closes under it.
+    verifier = CacheVerifier(app[SERVICES].storage, app[OBSERVER])
+    app[VERIFIER] = verifier
+    try:
+        yield
+    finally:
+        await verifier.aclose()

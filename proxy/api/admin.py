@@ -1,4 +1,4 @@
-"""The admin API under /api/v1: registry credentials and run-time settings.
+"""The admin API under /api/v1: registry credentials, run-time settings, and checking the cache.
 
 JSON only, behind the admin token. Every change is committed to the store
 before the answer, and applies to the next pull.
@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.api.admin_cache import setup_cache_routes
 from proxy.api.admin_envs import setup_environment_routes
 from proxy.api.admin_input import read_body
 from proxy.api.admin_upstreams import setup_upstream_routes
@@ -53,6 +54,7 @@ def admin_app() -> web.Application:
     r.add_put("/settings/{name}", set_setting)
     setup_upstream_routes(app)
     setup_environment_routes(app)
+    setup_cache_routes(app)
     return app
 
 

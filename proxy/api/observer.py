@@ -19,6 +19,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from proxy.pullthrough.ports import BodySource, CacheResult
+from proxy.storage.base import VerifyReport
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["Observer", "UpstreamState"]
@@ -71,6 +72,18 @@ class Observer:
                                           "clear an environment to read", ["environment"], registry=r)
         self.inflight = Gauge("registry_proxy_inflight_requests", "Registry API requests being answered",
                               registry=r)
+        self.verify_runs = Counter("registry_proxy_cache_verify_runs", "Runs of cache verify, by how they ended: "
+                                   "clean, mismatches or failed", ["result"], registry=r)
+        self.verify_checked = Counter("registry_proxy_cache_verify_objects_checked", "Cached objects re-hashed by "
+                                      "cache verify", registry=r)
+        self.verify_bytes = Counter("registry_proxy_cache_verify_bytes", "Bytes re-hashed by cache verify",
+                                    registry=r)
+        self.verify_mismatches = Counter("registry_proxy_cache_verify_mismatches", "Cached objects that did not "
+                                         "match their digest and were set aside", registry=r)
+        self.verify_missing = Counter("registry_proxy_cache_verify_missing", "Cached objects found gone or "
+                                      "unreadable by cache verify", registry=r)
+        self.verify_last_end = Gauge("registry_proxy_cache_verify_last_end_timestamp_seconds",
+                                     "When the last cache verify run ended", registry=r)
 
     def label(self, registry: str | None) -> str:
         if registry is None:
@@ -132,6 +145,15 @@ class Observer:
 
     def served(self, result: CacheResult, size: int) -> None:
         self.bytes_served.labels(result.source.value).inc(size)
+
+    def cache_verified(self, report: VerifyReport, *, failed: bool) -> None:
+        result = "failed" if failed else "mismatches" if report.mismatched else "clean"
+        self.verify_runs.labels(result).inc()
+        self.verify_checked.inc(report.checked)
+        self.verify_bytes.inc(report.bytes)
+        self.verify_mismatches.inc(report.mismatched)
+        self.verify_missing.inc(report.missing)
+        self.verify_last_end.set(report.finished or time.time())
 
     @staticmethod
     def total(counter: Counter) -> int:

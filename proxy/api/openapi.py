@@ -167,6 +167,16 @@ OPENAPI: dict[str, Any] = {
                     "certificates": {"type": "array", "items": _ref("Certificate")}}}, "presented chain"),
                 "400": _ERRORS["400"], "401": _ERRORS["401"], "502": _json(_ref("Error"), "cannot connect")}},
         },
+        "/api/v1/cache/verify": {
+            "post": {"summary": "Start re-hashing every cached blob and manifest; what does not match its digest "
+                                "is moved to <data_dir>/cache/quarantine and fetched again on the next request",
+                     "responses": {"202": _json(_ref("CacheVerify"), "started; GET this path for its progress"),
+                                   "401": _ERRORS["401"],
+                                   "409": _json(_ref("Error"), "a run is already going on")}},
+            "get": {"summary": "The progress of the verify run going on, or the result of the last one",
+                    "responses": {"200": _json(_ref("CacheVerify"), "state `never` until the first run"),
+                                  "401": _ERRORS["401"]}},
+        },
     },
     "components": {
         "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
@@ -212,6 +222,18 @@ OPENAPI: dict[str, Any] = {
             "Certificate": {"type": "object", "properties": {
                 "subject": _STRING, "issuer": _STRING, "not_before": _STRING, "not_after": _STRING,
                 "sha256": _STRING, "is_ca": {"type": "boolean"}, "pem": _STRING}},
+            "CacheVerify": {"type": "object", "required": ["state"], "properties": {
+                "state": {"enum": ["never", "running", "done", "failed"]}, "error": _NULLABLE,
+                "started": {"type": "string", "format": "date-time"},
+                "finished": {"type": ["string", "null"], "format": "date-time"},
+                "duration_seconds": {"type": "number"},
+                "objects": {"type": "integer", "description": "held when the run began"},
+                "checked": {"type": "integer", "description": "re-hashed, or found of the wrong size"},
+                "bytes": {"type": "integer", "description": "bytes re-hashed"},
+                "mismatched": {"type": "integer", "description": "did not match their digest; never served again"},
+                "quarantined": {"type": "integer", "description": "of those, moved to <data_dir>/cache/quarantine"},
+                "missing": {"type": "integer", "description": "gone or unreadable; fetched again when asked for"},
+                "skipped": {"type": "integer", "description": "evicted or replaced while the run went on"}}},
             "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
                 "code": _STRING, "message": _STRING, "field": {"type": ["string", "null"]}}}}},
         },

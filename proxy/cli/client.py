@@ -211,6 +211,16 @@ class AdminClient:
     def revoke_key(self, environment: str, key_id: str) -> None:
         self._request("DELETE", f"{_environment_path(environment)}/keys/{urllib.parse.quote(key_id, safe='')}")
 
+    # The content cache
+
+    def start_cache_verify(self) -> dict[str, Any]:
+        """Start re-hashing the cache; the answer is the run's state, ``running`` at first."""
+        return self._call("POST", "/cache/verify")
+
+    def cache_verify(self) -> dict[str, Any]:
+        """The run going on, or the last one."""
+        return self._call("GET", "/cache/verify")
+
     # HTTP
 
     def _call(self, method: str, path: str, body: Body | None = None, *,

@@ -15,6 +15,7 @@ import os
 import sys
 
 from proxy import __version__
+from proxy.cli.cache import add_cache_parser
 from proxy.cli.client import DEFAULT_URL, URL_ENV, AdminClient, AdminError, resolve_token
 from proxy.cli.environments import add_environments_parser
 from proxy.cli.keys import add_keys_parser
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_parser(sub, common)
     add_settings_parser(sub, common)
     add_upstreams_parser(sub, common)
+    add_cache_parser(sub, common)
     return parser
 
 

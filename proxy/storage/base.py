@@ -18,13 +18,13 @@ import enum
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy.reference import Digest, Target
 
 __all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "ManifestLink", "PartialBlob", "Storage",
-           "TagRecord"]
+           "TagRecord", "VerifyReport"]
 
 
 class ContentKind(enum.Enum):
@@ -61,6 +61,21 @@ class CacheStats:
     evictions: int
     blobs: int
     manifests: int
+
+
+@dataclass
+class VerifyReport:
+    """One re-hash of the whole cache, filled in as it runs, so it is also its progress."""
+
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    objects: int = 0      # held when the run began
+    checked: int = 0      # hashed to the end, or found of the wrong size
+    bytes: int = 0        # hashed
+    mismatched: int = 0   # wrong size or wrong hash: never served again
+    quarantined: int = 0  # of those, moved aside for inspection
+    missing: int = 0      # gone or unreadable: forgotten, fetched again on the next request
+    skipped: int = 0      # evicted or dropped while the run went on
 
 
 class Content(Protocol):
@@ -132,3 +147,6 @@ class Storage(Protocol):
         """Raise OSError when new content could not be stored."""
 
     async def free_space(self) -> int: ...
+
+    async def verify(self, report: VerifyReport) -> None:
+        """Re-hash every cached object while serving; one that does not match is set aside and fetched again."""

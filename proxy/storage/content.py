@@ -17,8 +17,8 @@ import logging
 import os
 import shutil
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +142,32 @@ class ContentStore:
         """Forget content found corrupt, so the next request fetches it again."""
         self._forget((kind, digest))
         await self._io.run(self.layout.content(kind, digest).unlink, missing_ok=True)
+
+    # For ``proxy.storage.verify``: a walk over a snapshot that leases each entry while it hashes it.
+
+    def listing(self) -> list[_Key]:
+        """What the cache holds now; reading it is no use for eviction."""
+        return list(self._entries)
+
+    @contextmanager
+    def lease(self, kind: ContentKind, digest: Digest) -> Iterator[int | None]:
+        """The entry's size, leased against eviction while the block runs; None if it is no longer held."""
+        key = (kind, digest)
+        size = self._entries.get(key)
+        if size is None:
+            yield None
+            return
+        self._leases[key] += 1
+        try:
+            yield size
+        finally:
+            self._leases[key] -= 1
+            if not self._leases[key]:
+                del self._leases[key]
+
+    def forget(self, kind: ContentKind, digest: Digest) -> None:
+        """Stop accounting for content whose file was set aside or is gone, so the next request fetches it."""
+        self._forget((kind, digest))
 
     def _add(self, key: _Key, size: int) -> None:
         if key not in self._entries:

@@ -17,11 +17,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from proxy.reference import Digest, Target
-from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, TagRecord
+from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, TagRecord, VerifyReport
 from proxy.storage.content import ContentStore, OpenedContent
 from proxy.storage.files import IoPool, SharedFd, write_all
 from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
+from proxy.storage.verify import verify_content
 
 __all__ = ["FilesystemStorage"]
 
@@ -173,6 +174,12 @@ class FilesystemStorage:
 
     async def free_space(self) -> int:
         return (await self._io.run(shutil.disk_usage, self.layout.root)).free
+
+
+    async def verify(self, report: VerifyReport) -> None:
+        # What fails the check leaves the manifest memory too, so it is not served from there either.
+        await verify_content(self._content, self.layout, self._io, report,
+                             on_removed=lambda kind, digest: self._small.discard((kind, digest)))
 
 
 async def _hashes_to(digest: Digest, data: bytes) -> bool:

@@ -8,6 +8,9 @@
                                          file here is never partial
       manifests/<alg>/<hex[:2]>/<hex>    verified manifests, the same way
       tmp/<random>                       downloads in progress; removed at start
+      quarantine/<blobs|manifests>/<alg>/<hex>
+                                         content that failed ``cache verify``: never
+                                         served, kept for inspection, the operator's to delete
       repos/<registry>/<repository>/     what one upstream repository is known to hold
         _blobs/<alg>/<hex>               link: the blob was seen here, with which access
         _manifests/<alg>/<hex>           link: JSON media type and access
@@ -38,6 +41,7 @@ class Layout:
         self.manifests = self.root / "manifests"
         self.tmp = self.root / "tmp"
         self.repos = self.root / "repos"
+        self.quarantine = self.root / "quarantine"
 
     def create(self) -> None:
         for path in (self.blobs, self.manifests, self.tmp, self.repos):
@@ -48,6 +52,9 @@ class Layout:
 
     def content(self, kind: ContentKind, digest: Digest) -> Path:
         return self.content_root(kind) / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def quarantined(self, kind: ContentKind, digest: Digest) -> Path:
+        return self.quarantine / self.content_root(kind).name / digest.algorithm / digest.hex
 
     def repo(self, target: Target) -> Path:
         # Names were checked against the grammar (no "..", no empty parts)
