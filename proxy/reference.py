@@ -33,6 +33,8 @@ _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
+# The grammar's IPv6 host: hex and colons, so no zone ("%eth0"), no dotted tail, one spelling per case.
+_IPV6 = re.compile(r"[0-9a-f:]+")
 _DIGEST_HEX = {"sha256": 64, "sha512": 128}
 
 
@@ -144,6 +146,8 @@ def resolve_name(name: str, *, ns: str | None, default: str) -> tuple[Target, bo
     _check_repository(repository)
     if registry == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
+        if len(repository) > MAX_NAME_LENGTH:
+            raise InvalidReference("name", f"repository name library/{name[:40]}... is longer than {MAX_NAME_LENGTH} characters")
     return Target(registry, repository), from_default
 
 
@@ -166,6 +170,8 @@ def _is_address(value: str) -> bool:
     if value.startswith("["):
         host, sep, port = value[1:].partition("]")
         if port and not (port.startswith(":") and _valid_port(port[1:])):
+            return False
+        if not _IPV6.fullmatch(host):
             return False
         try:
             return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address) and bool(sep)
