@@ -71,7 +71,7 @@ async def change_environment(request: web.Request) -> web.Response:
 async def delete_environment(request: web.Request) -> web.Response:
     live = request.config_dict[LIVE]
     current = _find(live, request)
-    force = request.query.get("force", "false").lower() in ("1", "true", "yes")
+    force = _flag(request, "force")
     try:
         await _write(live, current.name, lambda: live.environments.delete(current.name, force=force))
     except InUse as exc:
@@ -135,6 +135,13 @@ def env_view(live: LiveState, env: EnvironmentRecord) -> dict[str, Any]:
 def _key_view(key: PullKeyRecord) -> dict[str, Any]:
     return {"id": key.id, "environment": key.environment, "source": key.source, "created": timestamp(key.created),
             "last_used": None if key.last_used is None else timestamp(key.last_used)}
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise ApiError(ApiErrorCode.INVALID, f"{name} must be true or false, not {value[:40]!r}", field=name)
+    return value in ("1", "true", "yes")
 
 
 def _find(live: LiveState, request: web.Request) -> EnvironmentRecord:

@@ -23,7 +23,8 @@ __all__ = ["check_address", "check_body", "read_body"]
 # Large enough for a CA bundle in an upstream's ca_cert.
 MAX_BODY = 1024 * 1024
 
-_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null", int: "a number", float: "a number"}
+_JSON_NAMES = {str: "a string", bool: "a boolean", type(None): "null", int: "a number", float: "a number",
+               list: "an array", dict: "an object"}
 
 
 async def read_body(request: web.Request, fields: Group) -> dict[str, Any]:

@@ -105,8 +105,8 @@ OPENAPI: dict[str, Any] = {
             "delete": {"summary": "Delete an environment; refused while it has credentials or keys, unless forced",
                        "parameters": [{"name": "force", "in": "query", "schema": {"type": "boolean"},
                                        "description": "delete its credentials and keys with it"}],
-                       "responses": {"204": {"description": "deleted"}, "401": _ERRORS["401"],
-                                     "404": _ERRORS["404"],
+                       "responses": {"204": {"description": "deleted"}, "400": _ERRORS["400"],
+                                     "401": _ERRORS["401"], "404": _ERRORS["404"],
                                      "409": _json(_ref("Error"), "has credentials or keys, is `default`, or is "
                                                                  "managed by the config file")}},
         },
@@ -156,7 +156,7 @@ OPENAPI: dict[str, Any] = {
                                       "content": {"application/json": {"schema": _ref("UpstreamChange")}}},
                       "responses": {"200": _json(_ref("Upstream"), "changed"), **_ERRORS}},
             "delete": {"summary": "Forget what the API set for this registry", "responses": {
-                "204": {"description": "deleted"}, "401": _ERRORS["401"], "404": _ERRORS["404"],
+                "204": {"description": "deleted"}, "400": _ERRORS["400"], "401": _ERRORS["401"], "404": _ERRORS["404"],
                 "409": _ERRORS["409"]}},
         },
         "/api/v1/upstreams/{address}/certificates": {
@@ -234,8 +234,9 @@ OPENAPI: dict[str, Any] = {
                 "quarantined": {"type": "integer", "description": "of those, moved to <data_dir>/cache/quarantine"},
                 "missing": {"type": "integer", "description": "gone or unreadable; fetched again when asked for"},
                 "skipped": {"type": "integer", "description": "evicted or replaced while the run went on"}}},
-            "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-                "code": _STRING, "message": _STRING, "field": {"type": ["string", "null"]}}}}},
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                "type": "object", "required": ["code", "message", "field"], "properties": {
+                    "code": _STRING, "message": _STRING, "field": {"type": ["string", "null"]}}}}},
         },
     },
 }
