@@ -19,7 +19,7 @@ from proxy.api.admin_input import read_body
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.auth import has_admin_token
 from proxy.api.openapi import OPENAPI
-from proxy.api.state import LIVE
+from proxy.api.state import LIVE, OBSERVER
 from proxy.config.runtime import SETTING_DEFAULTS, setting_body
 from proxy.credentials.fields import CREDENTIAL, CREDENTIAL_EDIT
 from proxy.credentials.kinds import parse_credential, parse_edit
@@ -28,6 +28,7 @@ from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
 from proxy.humanize import timestamp
 from proxy.store.credentials import ManagedByConfig, NotFound, RegistryRecord
+from proxy.store.db import StateFull
 from proxy.store.runtime_settings import SettingValue
 
 __all__ = ["PREFIX", "admin_app"]
@@ -66,6 +67,11 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
         return await handler(request)
     except ApiError as err:
         return _render(err)
+    except StateFull as exc:
+        log.error("%s", exc)
+        request.config_dict[OBSERVER].state_disk_full += 1
+        return _render(ApiError(ApiErrorCode.INSUFFICIENT_STORAGE, "the proxy's disk is full: nothing was changed; "
+                                "free space under its data_dir and try again"))
     except web.HTTPMethodNotAllowed:
         return _render(ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}"))
     except web.HTTPNotFound:

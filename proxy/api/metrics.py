@@ -72,7 +72,16 @@ def state_collector(app: web.Application) -> StateCollector:
                               value=services.blobs.in_flight),
             CounterMetricFamily("registry_proxy_singleflight_joins", "Requests that joined a fetch in flight",
                                 value=services.blobs.joins + services.manifests.joins),
+            GaugeMetricFamily("registry_proxy_cache_reserved_bytes", "Bytes reserved under cache.max_size by "
+                              "downloads in flight", value=stats.reserved),
+            CounterMetricFamily("registry_proxy_uncached_blobs", "Blob downloads streamed without caching: the "
+                                "disk was full or the blob did not fit", value=services.blobs.uncached),
         ]
+        disk_full = CounterMetricFamily("registry_proxy_disk_full", "Writes that found the disk full: cache "
+                                        "content and links, or state (admin writes)", labels=["what"])
+        disk_full.add_metric(["cache"], stats.disk_full)
+        disk_full.add_metric(["state"], observer.state_disk_full)
+        families.append(disk_full)
         objects = GaugeMetricFamily("registry_proxy_cache_objects", "Objects in the cache", labels=["kind"])
         objects.add_metric(["blob"], stats.blobs)
         objects.add_metric(["manifest"], stats.manifests)

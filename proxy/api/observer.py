@@ -72,6 +72,8 @@ class Observer:
                                           "clear an environment to read", ["environment"], registry=r)
         self.inflight = Gauge("registry_proxy_inflight_requests", "Registry API requests being answered",
                               registry=r)
+        # Admin writes refused for a full disk; the cache counts its own (see the state collector).
+        self.state_disk_full = 0
         self.verify_runs = Counter("registry_proxy_cache_verify_runs", "Runs of cache verify, by how they ended: "
                                    "clean, mismatches or failed", ["result"], registry=r)
         self.verify_checked = Counter("registry_proxy_cache_verify_objects_checked", "Cached objects re-hashed by "

@@ -9,12 +9,20 @@ the blob, with its own access, before it follows along; a request through
 another registry fetches the blob from that registry. The last byte is held back until the
 digest is verified: a client never receives a complete body that turns out
 to be wrong; its connection is cut instead.
+
+A blob the cache cannot take (its disk is full, or it does not fit under
+``cache.max_size`` beside what is read and downloaded meanwhile) is streamed
+uncached: from then on its readers follow a bounded window in memory, and
+the download waits for the slowest of them. It is verified all the same. A
+request that comes once the window has moved past what the file holds
+downloads the blob for itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +33,7 @@ from proxy.pullthrough.clearances import Caller, Clearances
 from proxy.pullthrough.ports import STALE_OK, CacheResult, Upstream
 from proxy.reference import Digest, Target
 from proxy.singleflight import SingleFlight
-from proxy.storage.base import Content, ContentKind, DigestMismatch, PartialBlob, Storage
+from proxy.storage.base import Content, ContentKind, DigestMismatch, PartialBlob, Storage, StorageFull
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["BlobBody", "BlobService", "BlobStreamError"]
@@ -33,6 +41,8 @@ __all__ = ["BlobBody", "BlobService", "BlobStreamError"]
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+# How far an uncached download may run ahead of its slowest reader.
+WINDOW = 8 * CHUNK
 
 
 class BlobStreamError(Exception):
@@ -74,26 +84,77 @@ class _Fetch:
         self.caller = caller
         self.size: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self.partial: PartialBlob | None = None
+        self.written = 0
         self.done = False
         self.error: BaseException | None = None
         self._progress = asyncio.Event()
         # The download itself holds it too; the partial blob closes with the last holder.
         self._holders = 1
+        self.readers = 0
+        # Uncached: bytes from ``file_end`` on are in ``_window``, which starts at ``_window_start``.
+        self.uncached = False
+        self.file_end = 0
+        self._window = bytearray()
+        self._window_start = 0
+        self._positions: dict[object, int] = {}
+        self._drained = asyncio.Event()
 
     def vouches_for(self, target: Target, caller: Caller) -> bool:
         return (target, caller.access) == (self.target, self.caller.access)
 
     @property
-    def written(self) -> int:
-        return 0 if self.partial is None else self.partial.written
+    def joinable(self) -> bool:
+        """Whether a reader arriving now can still read every byte: the window has not moved past the file."""
+        return self._window_start <= self.file_end
 
     def hold(self) -> None:
         self._holders += 1
+        self.readers += 1
 
     def release(self) -> None:
+        self.readers -= 1
+        self._trim()
+        self._let_go()
+
+    def download_ended(self) -> None:
+        self._let_go()
+
+    def _let_go(self) -> None:
         self._holders -= 1
         if self._holders == 0 and self.partial is not None:
             self.partial.close()
+
+    def stop_caching(self) -> None:
+        """From now on, bytes past ``written`` go to readers through memory, not the file."""
+        self.uncached = True
+        self.file_end = self._window_start = self.written
+
+    def add_uncached(self, chunk: bytes) -> None:
+        self._window += chunk
+        self.written += len(chunk)
+
+    async def drained(self) -> None:
+        """Wait until the slowest reader is within ``WINDOW`` of the download, or no reader is left."""
+        while len(self._window) > WINDOW and self.readers:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _trim(self) -> None:
+        # A holder that has not started reading yet may need every byte; the window holds until it starts.
+        if not self.uncached or len(self._positions) < self.readers:
+            return
+        low = min((max(p, self.file_end) for p in self._positions.values()), default=self.written)
+        if low > self._window_start:
+            del self._window[:low - self._window_start]
+            self._window_start = low
+        self._drained.set()
+
+    async def _read(self, position: int, size: int) -> bytes:
+        if position >= self.file_end and self.uncached:
+            offset = position - self._window_start
+            return bytes(self._window[offset:offset + size])
+        assert self.partial is not None
+        return await self.partial.read(position, min(size, self.file_end - position) if self.uncached else size)
 
     def advance(self) -> None:
         self._wake()
@@ -113,6 +174,16 @@ class _Fetch:
         event.set()
 
     async def tail(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        me = object()
+        self._positions[me] = start
+        try:
+            async for chunk in self._tail(me, start, end):
+                yield chunk
+        finally:
+            del self._positions[me]
+            self._trim()
+
+    async def _tail(self, me: object, start: int, end: int | None) -> AsyncIterator[bytes]:
         position = start
         while True:
             progress = self._progress
@@ -124,11 +195,12 @@ class _Fetch:
             readable = written if self.done else max(0, written - 1)
             limit = readable if end is None else min(end if self.done else end - 1, readable)
             if position < limit:
-                assert self.partial is not None
-                chunk = await self.partial.read(position, min(CHUNK, limit - position))
+                chunk = await self._read(position, min(CHUNK, limit - position))
                 if not chunk:
                     raise BlobStreamError(f"the download ended at byte {position} of {written}")
                 position += len(chunk)
+                self._positions[me] = position
+                self._trim()
                 yield chunk
             elif self.done and (end is None or position >= end):
                 return
@@ -156,6 +228,7 @@ class BlobService:
         # Many requests through one repository need one answer from the upstream, not one each.
         self._checks: SingleFlight[tuple[Target, Digest, str], None] = SingleFlight()
         self.joins = 0
+        self.uncached = 0
 
     @property
     def in_flight(self) -> int:
@@ -184,7 +257,7 @@ class BlobService:
                     if content is not None:
                         yield _CachedBody(content)
                         return
-            fetch = self._fetches.get(digest)
+            fetch = self._joinable(digest)
             if fetch is None or fetch.vouches_for(target, caller):
                 break
             if not await self._vouchable(fetch.target, target, digest):
@@ -192,7 +265,7 @@ class BlobService:
                 break
             if not await self._cleared(target, digest, caller):
                 await self._authorize(target, digest, caller)
-            fetch = self._fetches.get(digest)
+            fetch = self._joinable(digest)
             if fetch is not None:
                 break
         fetch, expected, result = await self._follow(fetch, target, digest, caller)
@@ -277,6 +350,10 @@ class BlobService:
         self._clearances.record(caller, target)
         await self._storage.link_blob(target, digest, caller.access)
 
+    def _joinable(self, digest: Digest) -> _Fetch | None:
+        fetch = self._fetches.get(digest)
+        return fetch if fetch is not None and fetch.joinable else None
+
     def _forget(self, digest: Digest, fetch: _Fetch) -> None:
         # Another request may have started a download of its own meanwhile.
         if self._fetches.get(digest) is fetch:
@@ -290,6 +367,12 @@ class BlobService:
         task.add_done_callback(self._tasks.discard)
         return fetch
 
+    def _uncached(self, fetch: _Fetch, digest: Digest, why: StorageFull, hasher: hashlib._Hash) -> hashlib._Hash:
+        log.warning("streaming %s uncached after %d bytes: %s", digest, fetch.written, why)
+        fetch.stop_caching()
+        self.uncached += 1
+        return hasher
+
     async def _run(self, fetch: _Fetch, digest: Digest) -> None:
         target = fetch.target
         try:
@@ -297,21 +380,48 @@ class BlobService:
                                            kind=EndpointKind.BLOB) as resp:
                 self._clearances.record(fetch.caller, target)
                 expected = resp.content_length
-                fetch.partial = await self._storage.begin_blob(digest)
+                hasher: hashlib._Hash | None = None
+                try:
+                    fetch.partial = await self._storage.begin_blob(digest, expected)
+                except StorageFull as exc:
+                    hasher = self._uncached(fetch, digest, exc, digest.hasher())
                 fetch.size.set_result(expected)
                 async for chunk in resp.content.iter_chunked(CHUNK):
-                    await fetch.partial.append(chunk)
+                    if hasher is None:
+                        assert fetch.partial is not None
+                        try:
+                            await fetch.partial.append(chunk)
+                            fetch.written = fetch.partial.written
+                        except StorageFull as exc:
+                            hasher = self._uncached(fetch, digest, exc, await fetch.partial.uncache())
+                    if hasher is not None:
+                        hasher.update(chunk)
+                        fetch.add_uncached(chunk)
                     fetch.advance()
-            written = fetch.partial.written
+                    await fetch.drained()
+                    if hasher is not None and not fetch.readers:
+                        raise RegistryError(ErrorCode.UNAVAILABLE, "every reader of the uncached download left")
+            written = fetch.written
             if expected is not None and written != expected:
                 raise RegistryError(ErrorCode.UNKNOWN,
                                     f"upstream {target.registry} sent {written} of {expected} bytes for {digest}")
-            try:
-                await fetch.partial.commit()
-            except DigestMismatch:
-                raise RegistryError(ErrorCode.DIGEST_INVALID,
-                                    f"upstream {target.registry} sent content that does not match {digest}") from None
-            await self._storage.link_blob(target, digest, fetch.caller.access)
+            mismatch = RegistryError(ErrorCode.DIGEST_INVALID,
+                                     f"upstream {target.registry} sent content that does not match {digest}")
+            if hasher is not None:
+                if hasher.hexdigest() != digest.hex:
+                    raise mismatch
+            else:
+                assert fetch.partial is not None
+                try:
+                    await fetch.partial.commit()
+                except DigestMismatch:
+                    raise mismatch from None
+                except StorageFull as exc:
+                    # Verified, but there was no room to keep it: readers finish from the file they follow.
+                    log.warning("not caching %s: %s", digest, exc)
+                    await fetch.partial.discard()
+                else:
+                    await self._storage.link_blob(target, digest, fetch.caller.access)
             self._forget(digest, fetch)
             fetch.finish()
         except BaseException as exc:
@@ -326,4 +436,4 @@ class BlobService:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            fetch.release()
+            fetch.download_ended()

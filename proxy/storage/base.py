@@ -15,6 +15,8 @@ for every implementation:
 from __future__ import annotations
 
 import enum
+import errno
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -23,7 +25,7 @@ from typing import Protocol
 
 from proxy.reference import Digest, Target
 
-__all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "ManifestLink", "PartialBlob", "Storage",
+__all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "ManifestLink", "PartialBlob", "Storage", "StorageFull",
            "TagRecord", "VerifyReport"]
 
 
@@ -34,6 +36,15 @@ class ContentKind(enum.Enum):
 
 class DigestMismatch(Exception):
     """Content did not hash to the digest it was stored under; nothing was kept."""
+
+
+class StorageFull(OSError):
+    """No room to store this: the cache's disk is full, or the content does not fit under ``cache.max_size``
+    beside what is being read and what other downloads have reserved. Nothing of it was kept."""
+
+    @staticmethod
+    def caused(exc: BaseException) -> bool:
+        return isinstance(exc, StorageFull) or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class CacheStats:
     evictions: int
     blobs: int
     manifests: int
+    reserved: int = 0   # bytes reserved by downloads in flight, counted against max_size
+    disk_full: int = 0  # writes that found the disk full
 
 
 @dataclass
@@ -108,6 +121,12 @@ class PartialBlob(Protocol):
     async def discard(self) -> None:
         """Drop what was written; it never becomes content."""
 
+    async def uncache(self) -> hashlib._Hash:
+        """Stop storing: what was written stays readable until ``close`` but never becomes content.
+
+        Returns the hash of what was appended, for the caller to go on with.
+        """
+
     def close(self) -> None: ...
 
 
@@ -123,7 +142,12 @@ class Storage(Protocol):
     async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:
         """Store small content (a manifest) whose digest the caller verified."""
 
-    async def begin_blob(self, digest: Digest) -> PartialBlob: ...
+    async def begin_blob(self, digest: Digest, size: int | None = None) -> PartialBlob:
+        """Room for a download of ``size`` bytes (if known), reserved against ``cache.max_size``.
+
+        Raises ``StorageFull`` when it cannot fit: ``append`` does too, when the
+        disk fills or an unknown size outgrows what can be reserved.
+        """
 
     async def blob_access(self, target: Target, digest: Digest) -> str | None:
         """The access the blob was last seen with in this repository, or None if never."""

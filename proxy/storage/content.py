@@ -7,6 +7,13 @@ is ever partial. Readers take a lease for as long as they stream; eviction
 skips leased entries, and an unlinked file stays readable through an open
 descriptor anyway, so no reader is cut short.
 
+Downloads in flight count too: each reserves its declared size (or what it
+has written, when the upstream declares none) before writing, and eviction
+makes room for it then. A reservation that cannot fit, even with everything
+unleased evicted, is refused with ``StorageFull``: that blob is not cached.
+So committed content, plus leased content, plus temp files, stays under
+``max_size``, and a blob larger than it never enters only to be evicted.
+
 The accounting lives in memory and changes only on the event loop; the
 files themselves are touched only in the storage's threads.
 """
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.reference import Digest, InvalidReference, parse_digest
-from proxy.storage.base import ContentKind
+from proxy.storage.base import ContentKind, StorageFull
 from proxy.storage.files import IoPool, SharedFd, write_all
 from proxy.storage.layout import Layout
 
@@ -56,6 +63,7 @@ class ContentStore:
         self.layout = layout
         self.max_size = max_size
         self.used = 0
+        self.reserved = 0
         self.evictions = 0
         self._io = io
         # Oldest access first; moved to the end on every hit.
@@ -125,11 +133,24 @@ class ContentStore:
             if not self._leases[key]:
                 del self._leases[key]
 
-    async def commit(self, temp: Path, kind: ContentKind, digest: Digest, size: int) -> None:
-        """Move a verified, fsynced temp file into place and account for it."""
+    async def commit(self, temp: Path, kind: ContentKind, digest: Digest, size: int, *, reserved: int = 0) -> None:
+        """Move a verified, fsynced temp file into place and account for it instead of its reservation."""
         await self._io.run(_move_into_place, temp, self.layout.content(kind, digest))
+        self.release(reserved)
         self._add((kind, digest), size)
+        await self._evict(keep=(kind, digest))
+
+    async def reserve(self, size: int) -> None:
+        """Count ``size`` more bytes of a temp file against the budget, evicting to make room; ``StorageFull`` if none."""
+        leased = sum(self._entries.get(key, 0) for key in self._leases)
+        if self.reserved + leased + size > self.max_size:
+            raise StorageFull(f"{size} more bytes do not fit under cache.max_size ({self.max_size}) beside "
+                              f"{self.reserved} reserved by downloads and {leased} being read")
+        self.reserved += size
         await self._evict()
+
+    def release(self, size: int) -> None:
+        self.reserved -= size
 
     async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:
         """Store small verified content: stage and fsync a temp file, then commit it."""
@@ -184,13 +205,13 @@ class ContentStore:
             self.used -= size
             self.counts[key[0]] -= 1
 
-    def _choose_victims(self) -> list[Path]:
+    def _choose_victims(self, keep: _Key | None = None) -> list[Path]:
         """Forget the least recently used unleased entries until under budget; their files to unlink."""
         victims = []
         for key in list(self._entries):
-            if self.used <= self.max_size:
+            if self.used + self.reserved <= self.max_size:
                 break
-            if self._leases.get(key):
+            if self._leases.get(key) or key == keep:
                 continue
             kind, digest = key
             self._forget(key)
@@ -199,9 +220,9 @@ class ContentStore:
             log.info("evicted %s %s from the cache", kind.value, digest)
         return victims
 
-    async def _evict(self) -> None:
-        if self.used > self.max_size:
-            victims = self._choose_victims()
+    async def _evict(self, keep: _Key | None = None) -> None:
+        if self.used + self.reserved > self.max_size:
+            victims = self._choose_victims(keep)
             await self._io.run(_unlink_all, victims)
 
 

@@ -3,21 +3,28 @@
 Content and repository links live under ``<data_dir>/cache`` (see
 ``layout``). A download in progress is a temp file that readers follow as
 it grows; it becomes content by rename only after its digest checks out.
+
+A full disk is not an error of the pull: a download that finds it full
+raises ``StorageFull`` (its caller serves it uncached), and a link or tag
+record that cannot be written is left unwritten, as if never seen; the
+next request checks or fetches again. Each is counted in ``stats``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from proxy.reference import Digest, Target
-from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, TagRecord, VerifyReport
+from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, StorageFull, TagRecord, VerifyReport
 from proxy.storage.content import ContentStore, OpenedContent
 from proxy.storage.files import IoPool, SharedFd, write_all
 from proxy.storage.index import RepositoryIndex
@@ -26,18 +33,23 @@ from proxy.storage.verify import verify_content
 
 __all__ = ["FilesystemStorage"]
 
+log = logging.getLogger(__name__)
+
 # Hashing this much takes longer than handing it to a thread.
 _HASH_INLINE = 256 * 1024
 
 
 class _PartialBlob:
-    def __init__(self, digest: Digest, fd: int, temp: Path, content: ContentStore, io: IoPool) -> None:
+    def __init__(self, digest: Digest, fd: int, temp: Path, content: ContentStore, io: IoPool, *,
+                 reserved: int, on_full: Callable[[BaseException], None]) -> None:
         self._digest = digest
         self._fd = SharedFd(fd, io)
         self._temp = temp
         self._content = content
         self._io = io
         self._hasher = digest.hasher()
+        self._reserved = reserved
+        self._on_full = on_full
         self.written = 0
 
     async def append(self, chunk: bytes) -> None:
@@ -45,8 +57,26 @@ class _PartialBlob:
             write_all(fd, chunk)
             self._hasher.update(chunk)  # in the same thread hop: hashing releases the GIL
 
-        await self._fd.use(write)
+        more = self.written + len(chunk) - self._reserved
+        if more > 0:
+            await self._content.reserve(more)
+            self._reserved += more
+        try:
+            await self._fd.use(write)
+        except OSError as exc:
+            # A chunk written in part is not counted: readers never see past ``written``.
+            if StorageFull.caused(exc):
+                self._on_full(exc)
+                raise StorageFull(exc.errno, f"the cache's disk is full: {exc.strerror}") from None
+            raise
         self.written += len(chunk)
+
+    async def uncache(self) -> hashlib._Hash:
+        # The descriptor keeps what was written readable; the name and the reservation go now.
+        self._content.release(self._reserved)
+        self._reserved = 0
+        await self._io.run(self._temp.unlink, missing_ok=True)
+        return self._hasher
 
     async def read(self, position: int, size: int) -> bytes:
         return await self._fd.pread(size, position)
@@ -57,10 +87,20 @@ class _PartialBlob:
     async def commit(self) -> None:
         if self._hasher.hexdigest() != self._digest.hex:
             raise DigestMismatch(str(self._digest))
-        await self._fd.use(os.fsync)
-        await self._content.commit(self._temp, ContentKind.BLOB, self._digest, self.written)
+        try:
+            await self._fd.use(os.fsync)
+            await self._content.commit(self._temp, ContentKind.BLOB, self._digest, self.written,
+                                       reserved=self._reserved)
+        except OSError as exc:
+            if StorageFull.caused(exc):
+                self._on_full(exc)
+                raise StorageFull(exc.errno, f"the cache's disk is full: {exc.strerror}") from None
+            raise
+        self._reserved = 0
 
     async def discard(self) -> None:
+        self._content.release(self._reserved)
+        self._reserved = 0
         await self._io.run(self._temp.unlink, missing_ok=True)
 
 
@@ -103,6 +143,7 @@ class FilesystemStorage:
         self._content = ContentStore(self.layout, self._io, max_size=max_size)
         self._index = RepositoryIndex(self.layout, self._io)
         self._small = _SmallContent(memory)
+        self._disk_full = 0
 
     async def start(self) -> None:
         await self._io.run(self._content.load)
@@ -137,17 +178,29 @@ class FilesystemStorage:
         return data
 
     async def put(self, kind: ContentKind, digest: Digest, data: bytes) -> None:
-        await self._content.put(kind, digest, data)
+        # Small content that does not fit is not stored; its links and tags are then not written either.
+        async with self._unless_full(f"{kind.value} {digest}"):
+            await self._content.put(kind, digest, data)
 
-    async def begin_blob(self, digest: Digest) -> _PartialBlob:
-        fd, temp = await self._io.run(self.layout.temp_file)
-        return _PartialBlob(digest, fd, temp, self._content, self._io)
+    async def begin_blob(self, digest: Digest, size: int | None = None) -> _PartialBlob:
+        reserved = size or 0
+        await self._content.reserve(reserved)
+        try:
+            fd, temp = await self._io.run(self.layout.temp_file)
+        except OSError as exc:
+            self._content.release(reserved)
+            if StorageFull.caused(exc):
+                self._count_full(exc)
+                raise StorageFull(exc.errno, f"the cache's disk is full: {exc.strerror}") from None
+            raise
+        return _PartialBlob(digest, fd, temp, self._content, self._io, reserved=reserved, on_full=self._count_full)
 
     async def blob_access(self, target: Target, digest: Digest) -> str | None:
         return await self._index.blob_access(target, digest)
 
     async def link_blob(self, target: Target, digest: Digest, access: str) -> None:
-        await self._index.link_blob(target, digest, access)
+        async with self._unless_full(f"the link of {digest} in {target}"):
+            await self._index.link_blob(target, digest, access)
 
     async def registry_holds(self, registry: str, digest: Digest) -> bool:
         return await self._index.registry_holds(registry, digest)
@@ -156,18 +209,34 @@ class FilesystemStorage:
         return await self._index.manifest(target, digest)
 
     async def link_manifest(self, target: Target, digest: Digest, link: ManifestLink) -> None:
-        await self._index.link_manifest(target, digest, link)
+        async with self._unless_full(f"the link of {digest} in {target}"):
+            await self._index.link_manifest(target, digest, link)
 
     async def tag(self, target: Target, tag: str) -> TagRecord | None:
         return await self._index.tag(target, tag)
 
     async def set_tag(self, target: Target, tag: str, record: TagRecord) -> None:
-        await self._index.set_tag(target, tag, record)
+        async with self._unless_full(f"tag {tag} of {target}"):
+            await self._index.set_tag(target, tag, record)
+
+    @asynccontextmanager
+    async def _unless_full(self, what: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if not StorageFull.caused(exc):
+                raise
+            self._count_full(exc)
+            log.warning("not caching %s: %s", what, exc)
+
+    def _count_full(self, exc: BaseException) -> None:
+        self._disk_full += 1
 
     def stats(self) -> CacheStats:
         c = self._content
         return CacheStats(used=c.used, max_size=c.max_size, evictions=c.evictions,
-                          blobs=c.counts[ContentKind.BLOB], manifests=c.counts[ContentKind.MANIFEST])
+                          blobs=c.counts[ContentKind.BLOB], manifests=c.counts[ContentKind.MANIFEST],
+                          reserved=c.reserved, disk_full=self._disk_full)
 
     async def check_writable(self) -> None:
         await self._io.run(_probe_write, self.layout.tmp)

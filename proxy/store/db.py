@@ -1,19 +1,21 @@
 """One SQLite database, used from one worker thread, migrated at open.
 
 Every write commits (``synchronous=FULL``) before the awaiting caller resumes,
-so anything the admin API acknowledged survives a crash or a kill -9.
+so anything the admin API acknowledged survives a crash or a kill -9. A write
+that finds the disk full is rolled back whole and raises ``StateFull``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["Database", "MIGRATIONS"]
+__all__ = ["MIGRATIONS", "Database", "StateFull"]
 
 T = TypeVar("T")
 
@@ -82,6 +84,16 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+class StateFull(Exception):
+    """A write found the state's disk full; nothing of it was kept."""
+
+
+def _disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -134,8 +146,12 @@ class Database:
                 result = work(conn)
                 conn.execute("COMMIT")
                 return result
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                # SQLite may have rolled back already (a full disk does): a second ROLLBACK would only fail.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if _disk_full(exc):
+                    raise StateFull(f"the state database's disk is full ({self.path}): {exc}") from None
                 raise
 
         return await self.run(run)

@@ -273,8 +273,8 @@ class ObservedStorage(FilesystemStorage):
         self.tag_reads = Tally()
         self.discards = Tally()
 
-    async def begin_blob(self, digest: Digest) -> _PartialBlob:
-        partial = await super().begin_blob(digest)
+    async def begin_blob(self, digest: Digest, size: int | None = None) -> _PartialBlob:
+        partial = await super().begin_blob(digest, size)
         discard = partial.discard
 
         async def counted_discard() -> None:
