@@ -16,11 +16,9 @@ from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
-from publicsuffixlist import PublicSuffixList
 
-__all__ = ["BlockedAddress", "PublicOnlyResolver", "allowed", "check_literal", "is_private_host", "is_public", "same_site"]
+__all__ = ["BlockedAddress", "PublicOnlyResolver", "allowed", "check_literal", "is_private_host", "is_public"]
 
-_PSL = PublicSuffixList()
 
 
 class BlockedAddress(OSError):
@@ -66,17 +64,6 @@ def is_private_host(host: str) -> bool:
     if bare == "localhost" or bare.endswith(".localhost"):
         return True
     return _is_ip(bare) and not is_public(bare)
-
-
-def same_site(host_a: str, host_b: str) -> bool:
-    """True when both hosts are equal or share a registrable domain (eTLD+1)."""
-    a, b = host_a.lower().strip("[]"), host_b.lower().strip("[]")
-    if a == b:
-        return True
-    if _is_ip(a) or _is_ip(b):
-        return False
-    site_a, site_b = _PSL.privatesuffix(a), _PSL.privatesuffix(b)
-    return site_a is not None and site_a == site_b
 
 
 def _is_ip(host: str) -> bool:
