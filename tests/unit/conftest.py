@@ -1,13 +1,16 @@
-"""Fixtures of the engine tests: the real filesystem cache on tmp_path, and a counting fake upstream."""
+"""Fixtures of the engine and cache tests: the real filesystem cache on tmp_path, and a counting fake upstream."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from proxy.storage.filesystem import FilesystemStorage
 
 from .engine_fakes import FakeUpstream, ObservedStorage, open_storage
+
+NewStorage = Callable[..., Awaitable[FilesystemStorage]]
 
 
 @pytest.fixture
@@ -19,3 +22,19 @@ async def storage(tmp_path: Path) -> AsyncIterator[ObservedStorage]:
 @pytest.fixture
 def upstream() -> FakeUpstream:
     return FakeUpstream()
+
+
+@pytest.fixture
+async def new_storage(tmp_path: Path) -> AsyncIterator[NewStorage]:
+    """Open the cache on tmp_path, as often as a test restarts it; every one opened is closed after."""
+    opened: list[FilesystemStorage] = []
+
+    async def new(max_size: int = 1 << 30) -> FilesystemStorage:
+        storage = FilesystemStorage(tmp_path, max_size=max_size)
+        await storage.start()
+        opened.append(storage)
+        return storage
+
+    yield new
+    for storage in opened:
+        await storage.close()

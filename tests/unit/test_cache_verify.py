@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,28 +11,14 @@ from proxy.reference import Digest
 from proxy.storage.base import ContentKind, VerifyReport
 from proxy.storage.filesystem import FilesystemStorage
 
+from .conftest import NewStorage
+
 BLOB, MANIFEST = ContentKind.BLOB, ContentKind.MANIFEST
 
-NewStorage = Callable[..., Awaitable[FilesystemStorage]]
 
 
 def digest_of(data: bytes) -> Digest:
     return Digest("sha256", hashlib.sha256(data).hexdigest())
-
-
-@pytest.fixture
-async def new_storage(tmp_path: Path) -> AsyncIterator[NewStorage]:
-    opened: list[FilesystemStorage] = []
-
-    async def new(max_size: int = 1 << 30) -> FilesystemStorage:
-        storage = FilesystemStorage(tmp_path, max_size=max_size)
-        await storage.start()
-        opened.append(storage)
-        return storage
-
-    yield new
-    for storage in opened:
-        await storage.close()
 
 
 async def add(storage: FilesystemStorage, data: bytes) -> Digest:
