@@ -143,7 +143,8 @@ class _Fetch:
         # A holder that has not started reading yet may need every byte; the window holds until it starts.
         if not self.uncached or len(self._positions) < self.readers:
             return
-        low = min((max(p, self.file_end) for p in self._positions.values()), default=self.written)
+        # Never past what was written: a reader ahead of the download (a range) needs what is still to come.
+        low = min(min((max(p, self.file_end) for p in self._positions.values()), default=self.written), self.written)
         if low > self._window_start:
             del self._window[:low - self._window_start]
             self._window_start = low
@@ -205,6 +206,8 @@ class _Fetch:
             elif self.done and (end is None or position >= end):
                 return
             else:
+                # A reader waiting ahead of the download holds back nothing it has not reached.
+                self._trim()
                 await progress.wait()
 
 

@@ -7,20 +7,21 @@ readers uncached and verified, and leaves nothing behind.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from proxy.pullthrough import blobs as blobs_module
-from proxy.pullthrough.blobs import BlobService, BlobStreamError
-from proxy.pullthrough.clearances import Clearances
+from proxy.pullthrough.blobs import CHUNK, WINDOW, BlobService, BlobStreamError, _Fetch
+from proxy.pullthrough.clearances import Caller, Clearances
 from proxy.pullthrough.ports import CacheResult
 from proxy.reference import Digest, Target
 from proxy.storage.base import ContentKind
 
 from ..small_disk import fill, small_disk
-from .engine_fakes import FakeUpstream, ObservedStorage, Tally, digest_of, files_under, open_storage
+from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, digest_of, files_under, open_storage
 from .test_engine_blobs import Reader, pull
 
 APP = Target("registry-a.test", "team/app")
@@ -201,3 +202,45 @@ async def test_caching_resumes_once_the_full_disk_has_room_again(
     assert await pulled(blobs, digest) == (True, CacheResult.HIT)
     assert files_under(tiny_disk.layout.tmp) == []
     await blobs.aclose()
+
+
+async def test_a_range_reader_ahead_of_an_uncached_download_gets_its_own_bytes() -> None:
+    fetch = _Fetch(Target("r.test", "a/b"), Caller("default", ""))
+    fetch.stop_caching()
+    data = bytes(range(256)) * (4 * CHUNK // 256)
+    start = 3 * CHUNK + 7
+    fetch.hold()
+    fetch.hold()
+    whole, ranged = fetch.tail(0, None), fetch.tail(start, None)
+    fetch.add_uncached(data[:CHUNK])
+    fetch.advance()
+    await whole.__anext__()
+    first = asyncio.ensure_future(ranged.__anext__())
+    while len(fetch._positions) < 2:  # the range reader has started and waits for its bytes
+        await asyncio.sleep(0)
+    await whole.aclose()  # the whole-body reader hangs up; the range reader is all that is left
+    fetch.release()
+    for i in range(1, 4):
+        fetch.add_uncached(data[i * CHUNK:(i + 1) * CHUNK])
+        fetch.advance()
+    fetch.finish()
+    chunk = await asyncio.wait_for(first, WAIT)
+    assert chunk == data[start:start + len(chunk)]
+
+
+async def test_a_range_reader_far_ahead_of_an_uncached_download_does_not_stall_it() -> None:
+    fetch = _Fetch(Target("r.test", "a/b"), Caller("default", ""))
+    fetch.stop_caching()
+    fetch.hold()
+    ranged = fetch.tail(WINDOW + 3 * CHUNK, None)
+    first = asyncio.ensure_future(ranged.__anext__())
+
+    async def download() -> None:
+        for _ in range(20):
+            fetch.add_uncached(b"x" * CHUNK)
+            fetch.advance()
+            await fetch.drained()
+        fetch.finish()
+
+    await asyncio.wait_for(asyncio.gather(download(), first), WAIT)
+    assert len(fetch._window) <= WINDOW
