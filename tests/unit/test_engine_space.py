@@ -212,12 +212,12 @@ async def test_a_range_reader_ahead_of_an_uncached_download_gets_its_own_bytes()
     fetch.hold()
     fetch.hold()
     whole, ranged = fetch.tail(0, None), fetch.tail(start, None)
+    first = asyncio.ensure_future(ranged.__anext__())  # starts, and waits for its bytes, before the other reads
+    first_of_whole = asyncio.ensure_future(whole.__anext__())
     fetch.add_uncached(data[:CHUNK])
     fetch.advance()
-    await whole.__anext__()
-    first = asyncio.ensure_future(ranged.__anext__())
-    while len(fetch._positions) < 2:  # the range reader has started and waits for its bytes
-        await asyncio.sleep(0)
+    await first_of_whole
+    assert len(fetch._positions) == 2
     await whole.aclose()  # the whole-body reader hangs up; the range reader is all that is left
     fetch.release()
     for i in range(1, 4):
