@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -32,6 +33,8 @@ from proxy.upstream.tls import TlsOptions
 __all__ = ["Admission", "LiveState"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # How often last-used times of pull keys reach the store.
 KEY_USE_FLUSH = 60.0
@@ -132,12 +135,20 @@ class LiveState:
     async def flush_key_use(self) -> None:
         used, self._key_use = self._key_use, {}
         if used:
-            await self.environments.record_use(used)
+            try:
+                await self.environments.record_use(used)
+            except BaseException:
+                # Newer uses since win over the ones put back.
+                self._key_use = {**used, **self._key_use}
+                raise
 
     async def run_key_use_flusher(self) -> None:
         while True:
             await asyncio.sleep(KEY_USE_FLUSH)
-            await self.flush_key_use()
+            try:
+                await self.flush_key_use()
+            except Exception as exc:  # noqa: BLE001 - a full disk, say: the times wait for the next round
+                log.warning("pull key last-use times not written, kept for the next try: %s", exc)
 
     async def ping(self) -> None:
         await self.settings.all()

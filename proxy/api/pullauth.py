@@ -16,6 +16,7 @@ anonymous. Failed logins are limited per source address.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -198,8 +199,14 @@ PULL_AUTH = web.AppKey("pull_auth", PullAuth)
 
 
 def _version(key: PullKeyRecord) -> str:
+    return _version_of(key.hash)
+
+
+@functools.lru_cache(maxsize=1024)
+def _version_of(stored_hash: str) -> str:
     # Of the hash, which changes with the secret; says nothing about the secret.
-    return hashlib.sha256(key.hash.encode()).hexdigest()[:16]
+    # Cached: every request with a token checks it.
+    return hashlib.sha256(stored_hash.encode()).hexdigest()[:16]
 
 
 def _is_address(value: str) -> bool:

@@ -80,10 +80,9 @@ def _positive(value: Any) -> int:
     return value
 
 
-def _connections(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise Invalid("Use a whole number, 1 or more.")
-    return value
+# A whole number, 1 or more.
+POSITIVE = ValueType((int,), {"type": "integer", "minimum": 1}, {"type": "integer", "minimum": 1},
+                     from_file=lambda value, base: _positive(value))
 
 
 def _choice(values: tuple[str, ...]) -> ValueType:
@@ -129,9 +128,7 @@ UPSTREAM = Group("upstream", "How long upstreams may take, and when one that kee
     Field("connect_timeout", _at_least(0.1), "To open a connection"),
     Field("response_timeout", _at_least(0.1), "From sending a request to the response headers"),
     Field("idle_timeout", _at_least(0.1), "Between two reads of a response body"),
-    Field("failures_before_pause", ValueType((int,), {"type": "integer", "minimum": 1},
-                                             {"type": "integer", "minimum": 1}, from_file=lambda value, base:
-                                             _positive(value)),
+    Field("failures_before_pause", POSITIVE,
           "Connection failures and timeouts in a row after which an upstream is not asked for a while"),
     Field("pause", _at_least(0.1), "How long such an upstream is left alone before one request probes it"),
 ))
@@ -157,8 +154,7 @@ SERVER = Group("server", "Client connections: slow clients must not hold them, n
     Field("header_timeout", _at_least(0.1), "How long a client may take to send a request's headers, from "
                                             "connecting or from the first byte of a later request"),
     Field("keepalive_timeout", _at_least(0.1), "How long an idle kept-alive connection stays open"),
-    Field("max_connections", ValueType((int,), {"type": "integer", "minimum": 1}, {"type": "integer", "minimum": 1},
-                                       from_file=lambda value, base: _connections(value)),
+    Field("max_connections", POSITIVE,
           "Client connections open at once; at the limit a new one closes the one that has waited longest for "
           "its request headers. Unset: the open-file limit less 512, and at least half of it"),
 ), null_is_unset=True)

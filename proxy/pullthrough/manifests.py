@@ -112,6 +112,23 @@ class ManifestService:
         return await self._flights.do(key, lambda: self._refresh_tag(target, tag, kept_as, record, accept, head,
                                                                      caller))
 
+    async def _revalidation(self, check: Awaitable[T], target: Target) -> T:
+        """The upstream's check of a cached copy, within cache.revalidate_timeout.
+
+        Only the request upstream: a deadline around cache writes could cut
+        one short after its file was moved into place but before it was
+        accounted for.
+        """
+        try:
+            async with asyncio.timeout(self._cache.revalidate_timeout):
+                return await check
+        except TimeoutError:
+            message = (f"upstream {target.registry} did not answer within cache.revalidate_timeout "
+                       f"({self._cache.revalidate_timeout:g} s)")
+            # Remembered, so the requests after this one do not wait for it again.
+            self._upstream.unresponsive(target.registry, message)
+            raise RegistryError(ErrorCode.UNAVAILABLE, message) from None
+
     async def _refusable(self, check: Awaitable[T], caller: Caller) -> T:
         """``check`` of cached content; a refusal of it is counted as one."""
         try:
@@ -128,26 +145,16 @@ class ManifestService:
             # Revalidate with a HEAD only when a matching answer can be served from here.
             cached = usable is not None and await self._local(target, parse_digest(usable.digest), head=True,
                                                               cache=CacheResult.HIT) is not None
-            # With a copy at hand, an upstream that hangs costs revalidate_timeout, not its response timeout.
-            deadline = self._cache.revalidate_timeout if cached else None
-            try:
-                async with asyncio.timeout(deadline):
-                    if usable is not None and (head or cached):
-                        check = self._head(target, tag, accept, caller)
-                        current = await (self._refusable(check, caller) if cached else check)
-                        if current is not None and current.digest == usable.digest:
-                            revalidated = await self._revalidated(target, kept_as, usable, head=head, caller=caller)
-                            if revalidated is not None:
-                                return revalidated
-                        elif head:
-                            manifest = current
-                    manifest = manifest or await self._fetch(target, tag, accept, head, caller)
-            except TimeoutError:
-                message = (f"upstream {target.registry} did not answer within cache.revalidate_timeout "
-                           f"({deadline:g} s)")
-                # Remembered, so the requests after this one do not wait for it again.
-                self._upstream.unresponsive(target.registry, message)
-                raise RegistryError(ErrorCode.UNAVAILABLE, message) from None
+            if usable is not None and (head or cached):
+                check = self._head(target, tag, accept, caller)
+                current = await (self._revalidation(self._refusable(check, caller), target) if cached else check)
+                if current is not None and current.digest == usable.digest:
+                    revalidated = await self._revalidated(target, kept_as, usable, head=head, caller=caller)
+                    if revalidated is not None:
+                        return revalidated
+                elif head:
+                    manifest = current
+            manifest = manifest or await self._fetch(target, tag, accept, head, caller)
         except RegistryError as err:
             stale = await self._stale(target, usable, err, head=head, caller=caller)
             if stale is None:

@@ -14,6 +14,7 @@ the only writer, and a warm pull reads several links per request.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +25,8 @@ from proxy.storage.files import IoPool, atomic_write
 from proxy.storage.layout import Layout
 
 __all__ = ["RepositoryIndex"]
+
+_LEGACY_ACCESS = re.compile(r"cred:[0-9]+@[0-9.]+")
 
 
 class RepositoryIndex:
@@ -37,8 +40,15 @@ class RepositoryIndex:
 
     async def blob_access(self, target: Target, digest: Digest) -> str | None:
         raw = await self._read(self.layout.blob_link(target, digest))
+        if raw is None:
+            return None
+        if not raw.startswith(b"{"):
+            # Before links were JSON they held a credential's access itself; an
+            # empty one (anonymous, or a torn write: which, nobody can tell) says nothing.
+            legacy = raw.decode(errors="replace")
+            return legacy if _LEGACY_ACCESS.fullmatch(legacy) else None
         try:
-            access = None if raw is None else json.loads(raw)["access"]
+            access = json.loads(raw)["access"]
         except (ValueError, TypeError, KeyError):
             # A link that is not whole says nothing: the blob is checked again.
             return None

@@ -34,12 +34,18 @@ async def test_an_anonymous_link_is_not_an_empty_file(index: RepositoryIndex) ->
     assert await index.blob_access(APP, DIGEST) == "cred:1@2.0"
 
 
-@pytest.mark.parametrize("damaged", [b"", b"{", b"cred:1@2.0", b'{"access": 7}', b"[]", b'"x"'])
+@pytest.mark.parametrize("damaged", [b"", b"{", b"cred:1@", b'{"access": 7}', b"[]", b'"x"'])
 async def test_a_damaged_blob_link_is_no_link(index: RepositoryIndex, damaged: bytes) -> None:
     # An empty file is what a power loss can leave of an unsynced write.
     await index.link_blob(APP, DIGEST, "cred:1@2.0")
     index.layout.blob_link(APP, DIGEST).write_bytes(damaged)
     assert await index.blob_access(APP, DIGEST) is None
+
+
+async def test_a_link_written_before_links_were_json_still_reads(index: RepositoryIndex) -> None:
+    index.layout.blob_link(APP, DIGEST).parent.mkdir(parents=True)
+    index.layout.blob_link(APP, DIGEST).write_bytes(b"cred:3@1764780000.123456")
+    assert await index.blob_access(APP, DIGEST) == "cred:3@1764780000.123456"
 
 
 GOOD_TAG = {"digest": f"sha256:{'b' * 64}", "media_type": "application/vnd.oci.image.manifest.v1+json",
