@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from .daemons import Containerd, Dockerd
 from .faults import FaultyUpstream, RedirectingUpstream
 from .images import build_image, push
 from .proxyproc import ProxyFactory, ProxyProcess, start_proxy
@@ -159,3 +160,24 @@ def registry(make_upstream: UpstreamFactory, short_tokens: TokenServer, oci_layo
     build_image(oci_layout, "1")
     push(upstream, oci_layout, "1", "private/app")
     return upstream
+
+
+# One daemon per test module: starting one costs seconds, and a module's tests share its set-up.
+@pytest.fixture(scope="module")
+def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
+    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()
+
+
+@pytest.fixture(scope="module")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    daemon = Containerd(tmp_path_factory.mktemp("containerd"))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.cleanup()

@@ -9,7 +9,6 @@ one local registry.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ from .daemons import Containerd, assert_through_proxy, hub_and_quay, layer_file,
 from .images import ImageInfo, build_image, push, read_blob
 from .proxyproc import ProxyFactory, ProxyProcess
 from .upstream import Upstream
-
-
-@pytest.fixture(scope="module")
-def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    daemon = Containerd(tmp_path_factory.mktemp("containerd"))
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
 
 
 def hosts_dir(base: Path, files: dict[str, str]) -> Path:

@@ -25,16 +25,6 @@ from .upstream import Upstream
 CERTS_D = Path("/etc/docker/certs.d")
 
 
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
-    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"))
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
-
-
 def assert_pulled(dockerd: Dockerd, ref: str, output: str, image: ImageInfo, layout: Path) -> None:
     """What the user sees: the digest docker printed and recorded, the image ID, a file of the layer."""
     assert f"Digest: {image.manifest_digest}" in output, output

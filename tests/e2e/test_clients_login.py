@@ -121,16 +121,6 @@ def basic(user: str, password: str) -> str:
 # -- docker ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
-    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"))
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
-
-
 class DockerCli:
     """The docker CLI with a client config of the test's own: where `docker login` keeps its credentials."""
 
@@ -292,21 +282,11 @@ def test_skopeo_login_with_an_authfile(keyed: Keyed, tmp_path: Path) -> None:
 # -- containerd --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def containerd_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
-    daemon = Containerd(tmp_path_factory.mktemp("containerd"))
-    daemon.start()
-    try:
-        yield daemon
-    finally:
-        daemon.cleanup()
-
-
 @pytest.fixture
-def containerd(containerd_daemon: Containerd) -> Iterator[Containerd]:
+def containerd(containerd: Containerd) -> Iterator[Containerd]:
     """The module's containerd, rid of the test's image afterwards: each test pulls it anew."""
-    yield containerd_daemon
-    containerd_daemon.ctr("images", "rm", f"{REGISTRY}/{REPO}:1", check=False)
+    yield containerd
+    containerd.ctr("images", "rm", f"{REGISTRY}/{REPO}:1", check=False)
 
 
 def mirror_hosts(base: Path, proxy: ProxyProcess, header: str = "") -> Path:

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,15 +66,6 @@ def _base_tarball() -> Path:
     os.replace(f"{tarball}.part", tarball)
     remove_tree(rootfs)
     return tarball
-
-
-@pytest.fixture(scope="module")
-def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
-    daemon = Dockerd(tmp_path_factory.mktemp("dockerd"))
-    daemon.start()
-    yield daemon
-    daemon.stop()
-    daemon.cleanup()
 
 
 def test_image_builds_offline_and_serves_pulls_as_non_root(dockerd: Dockerd, plain_upstream: Upstream,
