@@ -185,9 +185,8 @@ class PullAuth:
 
     async def _matches(self, record: PullKeyRecord, secret: str) -> bool:
         fast = hashlib.sha256(secret.encode()).digest()
-        known = self._verified.get(record.id)
-        if known is not None and known[0] == record.hash:
-            return hmac.compare_digest(known[1], fast)
+        if self._remembered(record):
+            return hmac.compare_digest(self._verified[record.id][1], fast)
         async with self._hashing:
             matches = await asyncio.to_thread(verify_secret, secret, record.hash)
         if matches:
