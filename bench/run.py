@@ -52,6 +52,8 @@ def main() -> None:
     if args.asyncio:
         specs.append(TargetSpec("us-asyncio", "proxy", proxy_config={"server": {"event_loop": "asyncio"}}))
     names = ["direct", *(spec.name for spec in specs)]
+    # Before any target starts: the commit is the code the targets run, not whatever is checked out later.
+    machine = _machine(args)
     results = Results()
     with tempfile.TemporaryDirectory(prefix="registry-proxy-bench-") as tmp:
         base = Path(tmp)
@@ -61,7 +63,7 @@ def main() -> None:
             _run_phases(args, specs, direct, base, blobs, results)
         finally:
             direct.stop()
-    doc = _document(args, names, results)
+    doc = _document(args, machine, names, results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
     print(to_text(doc))
@@ -148,11 +150,11 @@ def _run_phases(args: argparse.Namespace, specs: list[TargetSpec], direct: Upstr
             one.target.stop()
 
 
-def _document(args: argparse.Namespace, names: list[str], results: Results) -> dict[str, Any]:
+def _document(args: argparse.Namespace, machine: dict[str, Any], names: list[str], results: Results) -> dict[str, Any]:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": _machine(args),
+        "machine": machine,
         "settings": settings,
         "targets": names,
         "measures": [asdict(m) for m in MEASURES],
