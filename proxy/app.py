@@ -7,8 +7,6 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-import aiohttp_jinja2
-import jinja2
 from aiohttp import web
 
 from proxy.api.accesslog import AccessLogger
@@ -26,7 +24,6 @@ from proxy.api.v2 import registry_app, setup_token_route
 from proxy.config.runtime import SETTING_DEFAULTS
 from proxy.config.settings import Settings
 from proxy.directory import LiveState
-from proxy.humanize import ago, human_bytes, human_duration, until
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
@@ -56,8 +53,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_state)
     app.cleanup_ctx.append(_services)
     app.cleanup_ctx.append(_cache_verifier)
-    env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("proxy", "templates"), autoescape=True)
-    env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
     app.add_subapp("/v2", registry_app())
     setup_token_route(app)
     app.add_subapp(PREFIX, admin_app())

@@ -18,7 +18,6 @@ from proxy.api.admin_envs import setup_environment_routes
 from proxy.api.admin_input import read_body
 from proxy.api.admin_upstreams import setup_upstream_routes
 from proxy.api.auth import has_admin_token
-from proxy.api.openapi import OPENAPI
 from proxy.api.state import LIVE, OBSERVER
 from proxy.config.runtime import SETTING_DEFAULTS, setting_body
 from proxy.credentials.fields import CREDENTIAL, CREDENTIAL_EDIT
@@ -94,6 +93,10 @@ def _authorize(request: web.Request) -> None:
 
 
 async def openapi(request: web.Request) -> web.Response:
+    # Building the document costs over 1 MiB of resident memory: only a
+    # proxy that is asked for it pays that.
+    from proxy.api.openapi import OPENAPI
+
     return web.json_response(OPENAPI)
 
 

@@ -6,10 +6,10 @@ their timestamps and last refresh result.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp_jinja2
 from aiohttp import web
 
 from proxy import __version__
@@ -19,12 +19,44 @@ from proxy.api.health import readiness
 from proxy.api.observer import OTHER
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
+from proxy.humanize import ago, human_bytes, human_duration, until
 from proxy.store.environments import EnvironmentRecord
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["setup_status_routes", "status_data"]
 
 
+class StatusTemplate:
+    """The page's Jinja template, loaded on the first view.
+
+    Jinja is imported then, in a thread: most proxies never show the page,
+    and they need not carry the template engine in memory.
+    """
+
+    def __init__(self) -> None:
+        self._template: jinja2.Template | None = None
+
+    async def render(self, context: dict[str, Any]) -> str:
+        if self._template is None:
+            self._template = await asyncio.to_thread(_load_template)
+        return self._template.render(context)
+
+
+def _load_template() -> jinja2.Template:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("proxy", "templates"), autoescape=True)
+    env.filters.update(bytes=human_bytes, duration=human_duration, until=until, ago=ago)
+    return env.get_template("status.html")
+
+
+_TEMPLATE = web.AppKey("status_template", StatusTemplate)
+
+
 def setup_status_routes(app: web.Application) -> None:
+    app[_TEMPLATE] = StatusTemplate()
     app.router.add_get("/", page)
     app.router.add_get("/status.json", as_json)
 
@@ -32,10 +64,8 @@ def setup_status_routes(app: web.Application) -> None:
 async def page(request: web.Request) -> web.Response:
     _check(request)
     nonce = new_nonce()
-    response = aiohttp_jinja2.render_template("status.html", request, {**await status_data(request.app),
-                                                                        "style_nonce": nonce})
-    response.headers.update(status_page_headers(nonce))
-    return response
+    html = await request.config_dict[_TEMPLATE].render({**await status_data(request.app), "style_nonce": nonce})
+    return web.Response(text=html, content_type="text/html", headers=status_page_headers(nonce))
 
 
 async def as_json(request: web.Request) -> web.Response:

@@ -23,15 +23,18 @@ import ssl
 import sys
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proxy import __version__
 from proxy.cli.logs import setup_logging
-from proxy.cli.parsing import Actions
 from proxy.cli.resources import AcceptErrorLog, raise_open_file_limit
 from proxy.cli.servertls import CertReloader
 from proxy.config.settings import Settings, SettingsError, load_settings
 from proxy.store.admin_token import AdminTokenError
 from proxy.store.crypto import SecretError
+
+if TYPE_CHECKING:
+    from proxy.cli.parsing import Actions
 
 __all__ = ["SERVER_COMMANDS", "add_server_parsers", "run_server_command"]
 
@@ -115,8 +118,8 @@ async def _serve(settings: Settings) -> None:
         except (OSError, ssl.SSLError) as exc:
             raise SettingsError(f"Config 'tls.cert_file' has value '{settings.tls.cert_file}'. "
                                 f"Cannot load it with tls.key_file: {exc}") from None
-    # The one lazy import of the command line, and on purpose: the server and
-    # aiohttp.web load only here, so the admin commands start without them.
+    # The server and aiohttp.web load only here, so the admin commands start
+    # without them.
     from proxy.app import create_runner
 
     runner = create_runner(settings)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography is imported where a certificate is read, not here: it adds
+# some 8 MiB to the resident size, and a proxy configured without
+# certificates never reads one.
 
 __all__ = ["CertInfo", "check_client_pair", "parse_bundle"]
 
@@ -29,6 +32,9 @@ class CertInfo:
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertInfo:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+
         digest = cert.fingerprint(hashes.SHA256()).hex().upper()
         try:
             is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -47,6 +53,8 @@ class CertInfo:
 
 def parse_bundle(pem: str) -> list[CertInfo]:
     """Every certificate in a PEM bundle; ValueError with the reason otherwise."""
+    from cryptography import x509
+
     try:
         certs = x509.load_pem_x509_certificates(pem.encode())
     except ValueError as exc:
@@ -55,6 +63,10 @@ def parse_bundle(pem: str) -> list[CertInfo]:
 
 
 def check_client_pair(cert_pem: str, key_pem: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     try:
         cert = x509.load_pem_x509_certificates(cert_pem.encode())[0]
     except ValueError as exc:

@@ -12,9 +12,10 @@ import base64
 import binascii
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["SecretBox", "SecretError", "load_key"]
 
@@ -32,7 +33,7 @@ def load_key(key_file: Path, environ: dict[str, str] | os._Environ[str]) -> byte
     if key_file.exists():
         return _decode(key_file.read_text().strip(), str(key_file))
     key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = AESGCM.generate_key(bit_length=256)
+    key = os.urandom(32)
     # O_EXCL: two processes starting at once must not each write their own key.
     fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -54,14 +55,26 @@ def _decode(text: str, where: str) -> bytes:
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        self._key = key
+        self._cipher: AESGCM | None = None
 
     def seal(self, plaintext: str, context: str) -> bytes:
         nonce = os.urandom(_NONCE)
-        return nonce + self._aead.encrypt(nonce, plaintext.encode(), context.encode())
+        return nonce + self._aead().encrypt(nonce, plaintext.encode(), context.encode())
 
     def open(self, sealed: bytes, context: str) -> str:
+        from cryptography.exceptions import InvalidTag
+
         try:
-            return self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], context.encode()).decode()
+            return self._aead().decrypt(sealed[:_NONCE], sealed[_NONCE:], context.encode()).decode()
         except (InvalidTag, ValueError):
             raise SecretError("a stored secret cannot be decrypted with this key") from None
+
+    def _aead(self) -> AESGCM:
+        # cryptography adds some 8 MiB to the resident size: a proxy that
+        # stores no secret never loads it.
+        if self._cipher is None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._cipher = AESGCM(self._key)
+        return self._cipher

@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
 from yarl import URL
 
 from proxy.credentials.certs import CertInfo
@@ -118,6 +117,8 @@ def presented_chain(url: str, *, timeout: float = 10.0) -> list[CertInfo]:
     What ``registries fetch-ca`` shows the operator before anything is
     trusted: subjects, expiry dates and fingerprints, nothing verified.
     """
+    from cryptography import x509  # as in proxy.credentials.certs: only once a certificate is read
+
     parsed = URL(url)
     if parsed.scheme != "https" or not parsed.host:
         raise ValueError(f"{url} is not an https:// endpoint; there is no certificate to fetch")
