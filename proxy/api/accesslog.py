@@ -14,7 +14,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from proxy.api.metrics import REGISTRY
-from proxy.api.state import IDENTITY
+from proxy.api.state import IDENTITY, SENT_BY_SENDFILE
 
 __all__ = ["AccessLogger"]
 
@@ -31,7 +31,7 @@ class AccessLogger(AbstractAccessLogger):
             "environment": identity.environment if identity else "-",
             "key": (identity.key_id or "-") if identity else "-",
             "status": response.status,
-            "bytes": response.body_length,
+            "bytes": response.body_length + request.get(SENT_BY_SENDFILE, 0),
             "duration_ms": round(time * 1000, 1),
             "cache": response.headers.get("X-Registry-Proxy-Cache", "-"),
         }

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from aiohttp import web
 
+from proxy.api.sendfile import BodySender
 from proxy.api.state import OBSERVER, Services
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobStreamError
@@ -13,6 +15,8 @@ from proxy.reference import Digest, Target
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["serve_blob"]
+
+log = logging.getLogger(__name__)
 
 # 18 digits is an exabyte; anything longer is not a range worth parsing.
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
@@ -49,19 +53,20 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
             response.content_length = end - start
         observer.cache_result(EndpointKind.BLOB, body.result, target.registry)
         await response.prepare(request)
+        sender = BodySender(request, response)
         try:
-            async for chunk in body.read(start, end):
-                await response.write(chunk)
-                observer.served(body.result, len(chunk))
-        except BlobStreamError:
-            # Headers are gone already; a cut connection is the only honest
-            # way left to tell the client this body is not the blob.
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        except ConnectionResetError:
+            async for piece in body.read(start, end):
+                observer.served(body.result, await sender.send(piece))
+        except ConnectionError:
             # The client went away mid-body: routine for registry clients
             # that cancel a pull, and nothing to log or count as our failure.
+            return response
+        except (BlobStreamError, OSError) as exc:
+            # Headers are gone already; a cut connection is the only honest
+            # way left to tell the client this body is not the blob.
+            log.warning("cut the body of %s short: %s", digest, exc)
+            if request.transport is not None:
+                request.transport.abort()
             return response
         await response.write_eof()
         return response

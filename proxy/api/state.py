@@ -17,7 +17,7 @@ from proxy.storage.base import Storage
 from proxy.store.admin_token import AdminToken
 from proxy.upstream.client import UpstreamClient
 
-__all__ = ["ADMIN_TOKEN", "IDENTITY", "LIVE", "OBSERVER", "SERVICES", "SETTINGS", "Services"]
+__all__ = ["ADMIN_TOKEN", "IDENTITY", "LIVE", "OBSERVER", "SERVICES", "SENT_BY_SENDFILE", "SETTINGS", "Services"]
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,5 @@ ADMIN_TOKEN = web.AppKey("admin_token", AdminToken)
 OBSERVER = web.AppKey("observer", Observer)
 # Set by the /v2 sub-application on every request it lets through; read by handlers and the access log.
 IDENTITY = web.RequestKey("identity", Identity)
+# Body bytes a response sent by sendfile, which aiohttp's own count of bytes on the wire misses.
+SENT_BY_SENDFILE = web.RequestKey("sent_by_sendfile", int)

@@ -18,15 +18,16 @@ import enum
 import errno
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy.reference import Digest, Target
+from proxy.storage.files import FileRange
 
-__all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "ManifestLink", "PartialBlob", "Storage", "StorageFull",
-           "TagRecord", "VerifyReport"]
+__all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "FileRange", "ManifestLink", "PartialBlob", "Storage",
+           "StorageFull", "TagRecord", "VerifyReport"]
 
 
 class ContentKind(enum.Enum):
@@ -97,23 +98,32 @@ class Content(Protocol):
     @property
     def size(self) -> int: ...
 
-    def read(self, start: int, end: int) -> AsyncIterator[bytes]: ...
+    def span(self, start: int, end: int) -> FileRange: ...
 
 
 class PartialBlob(Protocol):
     """A blob on its way into the cache: appended by one writer, readable by many while it grows.
 
-    ``close`` once nobody reads it any more; reads still running in a thread
+    ``close`` once nobody reads it any more; reads and sends still running
     finish first.
     """
 
     @property
-    def written(self) -> int: ...
+    def written(self) -> int:
+        """Bytes stored; after a failed ``append``, those of it that were."""
 
-    async def append(self, chunk: bytes) -> None:
+    @property
+    def hashed(self) -> int:
+        """Bytes hashed, which after a failed ``append`` may be more than were stored."""
+
+    async def append(self, chunks: Sequence[bytes]) -> None:
         """Store and hash the next bytes, off the event loop."""
 
-    async def read(self, position: int, size: int) -> bytes: ...
+    def span(self, start: int, end: int) -> FileRange:
+        """Written bytes, for readers that follow the download."""
+
+    def matches(self) -> bool:
+        """Whether what was appended hashes to the digest."""
 
     async def commit(self) -> None:
         """Make it readable under its digest; raises ``DigestMismatch`` and keeps nothing if it does not hash to it."""

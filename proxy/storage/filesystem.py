@@ -19,14 +19,14 @@ import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from proxy.reference import Digest, Target
 from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, StorageFull, TagRecord, VerifyReport
 from proxy.storage.content import ContentStore, OpenedContent
-from proxy.storage.files import IoPool, SharedFd, write_all
+from proxy.storage.files import FileRange, IoPool, SharedFd, pwrite_all, start_writeback
 from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
 from proxy.storage.verify import verify_content
@@ -35,6 +35,8 @@ __all__ = ["FilesystemStorage"]
 
 log = logging.getLogger(__name__)
 
+# Written bytes are sent on to the disk in runs of this much (see ``start_writeback``).
+_WRITEBACK = 8 * 1024 * 1024
 # Hashing this much takes longer than handing it to a thread.
 _HASH_INLINE = 256 * 1024
 
@@ -51,25 +53,40 @@ class _PartialBlob:
         self._reserved = reserved
         self._on_full = on_full
         self.written = 0
+        self.hashed = 0
+        self._unsynced = 0  # from here on, not yet on its way to the disk
 
-    async def append(self, chunk: bytes) -> None:
+    async def append(self, chunks: Sequence[bytes]) -> None:
         def write(fd: int) -> None:
-            write_all(fd, chunk)
-            self._hasher.update(chunk)  # in the same thread hop: hashing releases the GIL
+            # ``written`` moves chunk by chunk: after a failure it says what is stored.
+            for chunk in chunks:
+                pwrite_all(fd, chunk, self.written)
+                self.written += len(chunk)
+            if self.written - self._unsynced >= _WRITEBACK:
+                start_writeback(fd, self._unsynced, self.written - self._unsynced)
+                self._unsynced = self.written
 
-        more = self.written + len(chunk) - self._reserved
+        def hash_all() -> None:
+            for chunk in chunks:
+                self._hasher.update(chunk)
+            self.hashed += sum(map(len, chunks))
+
+        more = self.written + sum(map(len, chunks)) - self._reserved
         if more > 0:
             await self._content.reserve(more)
             self._reserved += more
-        try:
-            await self._fd.use(write)
-        except OSError as exc:
-            # A chunk written in part is not counted: readers never see past ``written``.
-            if StorageFull.caused(exc):
-                self._on_full(exc)
-                raise StorageFull(exc.errno, f"the cache's disk is full: {exc.strerror}") from None
-            raise
-        self.written += len(chunk)
+        # Two threads at once: hashing releases the GIL as writing does, so
+        # neither waits for the other, and neither holds up the event loop.
+        written, hashed = await asyncio.gather(self._fd.use(write), self._io.run(hash_all), return_exceptions=True)
+        if isinstance(hashed, BaseException):
+            raise hashed
+        if isinstance(written, OSError):
+            if StorageFull.caused(written):
+                self._on_full(written)
+                raise StorageFull(written.errno, f"the cache's disk is full: {written.strerror}") from None
+            raise written
+        if isinstance(written, BaseException):
+            raise written
 
     async def uncache(self) -> hashlib._Hash:
         # The descriptor keeps what was written readable; the name and the reservation go now.
@@ -78,14 +95,17 @@ class _PartialBlob:
         await self._io.run(self._temp.unlink, missing_ok=True)
         return self._hasher
 
-    async def read(self, position: int, size: int) -> bytes:
-        return await self._fd.pread(size, position)
+    def span(self, start: int, end: int) -> FileRange:
+        return FileRange(self._fd, start, end - start, resident=True)
+
+    def matches(self) -> bool:
+        return self._hasher.hexdigest() == self._digest.hex
 
     def close(self) -> None:
         self._fd.release()
 
     async def commit(self) -> None:
-        if self._hasher.hexdigest() != self._digest.hex:
+        if not self.matches():
             raise DigestMismatch(str(self._digest))
         try:
             await self._fd.use(os.fsync)
@@ -170,7 +190,7 @@ class FilesystemStorage:
         async with self._content.open(kind, digest) as opened:
             if opened is None:
                 return None
-            data = b"".join([chunk async for chunk in opened.read(0, opened.size)])
+            data = b"".join([chunk async for chunk in opened.span(0, opened.size).pieces()])
         if not await _hashes_to(digest, data):
             await self._content.drop(kind, digest)
             return None

@@ -22,11 +22,13 @@ from pathlib import Path
 
 from proxy.reference import Digest
 from proxy.storage.base import ContentKind, VerifyReport
-from proxy.storage.content import CHUNK, ContentStore
+from proxy.storage.content import ContentStore
 from proxy.storage.files import IoPool, SharedFd
 from proxy.storage.layout import Layout
 
 __all__ = ["PARALLEL", "verify_content"]
+
+_CHUNK = 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ class _Checker:
 
 
 def _hash_chunk(fd: int, hasher: hashlib._Hash, position: int) -> int:
-    chunk = os.pread(fd, CHUNK, position)
+    chunk = os.pread(fd, _CHUNK, position)
     hasher.update(chunk)  # in the same thread hop: hashing releases the GIL
     return len(chunk)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .http import gather_gets, get
+from .http import concurrent_gets, gather_gets, get
 from .images import build_image, push
 from .proxyproc import ProxyFactory
 from .upstream import Upstream
@@ -59,3 +59,30 @@ def test_a_cached_blob_is_not_served_for_a_repository_that_lacks_it(plain_upstre
     assert refused.status == 404 and refused.error_codes == ["BLOB_UNKNOWN"]
     settled(plain_upstream)
     assert plain_upstream.count_requests("GET", f"/blobs/{digest}") == 1
+
+
+def test_a_herd_costs_one_upstream_get_and_little_memory_per_stream(plain_upstream: Upstream, oci_layout: Path,
+                                                                    make_proxy: ProxyFactory) -> None:
+    """A regression guard with room for noise; bench/ measures the real figures.
+
+    Streams are sent from the cache file (or, at the download's head, from
+    the download's own memory), so a client costs well under a MiB of its
+    own however large the blob.
+    """
+    streams = 40
+    image = build_image(oci_layout, "herd", layer_sizes=[24 * 1024 * 1024], uncompressed=True)
+    push(plain_upstream, oci_layout, "herd", "org/herd")
+    proxy = make_proxy({"registries": [{"address": "quay.io", "endpoint": plain_upstream.url}]})
+    digest = image.layers[0][0]
+    url = f"{proxy.url}/v2/quay.io/org/herd/blobs/{digest}"
+    get(proxy.host, "/v2/")
+    before = proxy.rss_kb()
+
+    cold = concurrent_gets(url, streams)
+    warm = concurrent_gets(url, streams)
+
+    assert [r.digest for r in cold + warm] == [digest] * (2 * streams), [r.error for r in cold + warm]
+    settled(plain_upstream)
+    assert plain_upstream.count_requests("GET", f"/blobs/{digest}") == 1
+    per_stream_mib = (proxy.hwm_kb() - before) / 1024 / streams
+    assert per_stream_mib < 1.0, f"{per_stream_mib:.2f} MiB of peak RSS per concurrent stream"

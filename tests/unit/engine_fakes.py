@@ -18,14 +18,15 @@ from pathlib import Path
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.download import Piece
 from proxy.reference import Digest, Target
-from proxy.storage.base import TagRecord
+from proxy.storage.base import FileRange, TagRecord
 from proxy.storage.filesystem import FilesystemStorage, _PartialBlob
 from proxy.upstream.endpoints import EndpointKind
 from yarl import URL
 
 __all__ = ["OCI_MANIFEST", "WAIT", "Clock", "FakeUpstream", "HeldBody", "ObservedStorage", "Tally", "blob_call",
-           "digest_of", "files_under", "flipped", "manifest_call", "open_storage"]
+           "digest_of", "files_under", "flipped", "joined", "manifest_call", "open_storage", "piece_bytes"]
 
 # A bound on waits that should end at once; reaching it means the test failed, not that it was slow.
 WAIT = 5.0
@@ -37,6 +38,17 @@ Call = tuple[str, str, Target]
 
 def digest_of(data: bytes) -> Digest:
     return Digest("sha256", hashlib.sha256(data).hexdigest())
+
+
+async def piece_bytes(piece: Piece) -> bytes:
+    """What a client would receive for one piece of a body: a file range read out, or the bytes."""
+    if isinstance(piece, FileRange):
+        return b"".join([chunk async for chunk in piece.pieces()])
+    return bytes(piece)
+
+
+async def joined(pieces: AsyncIterator[Piece]) -> bytes:
+    return b"".join([await piece_bytes(piece) async for piece in pieces])
 
 
 def flipped(data: bytes) -> bytes:

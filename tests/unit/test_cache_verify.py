@@ -30,7 +30,7 @@ async def add(storage: FilesystemStorage, data: bytes) -> Digest:
 
 async def read_all(storage: FilesystemStorage, digest: Digest) -> bytes | None:
     async with storage.open(BLOB, digest) as content:
-        return None if content is None else b"".join([c async for c in content.read(0, content.size)])
+        return None if content is None else b"".join([c async for c in content.span(0, content.size).pieces()])
 
 
 def overwrite_in_place(path: Path) -> None:
@@ -118,7 +118,7 @@ async def test_a_blob_being_read_is_hashed_from_its_own_descriptor_and_the_reade
     path = storage.layout.content(BLOB, digest)
     async with storage.open(BLOB, digest) as content:
         assert content is not None
-        reader = content.read(0, content.size)
+        reader = content.span(0, content.size).pieces()
         first = await reader.__anext__()
         overwrite_in_place(path)
         report = await verify(storage)

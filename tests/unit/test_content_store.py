@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -28,7 +29,7 @@ async def add(storage: FilesystemStorage, data: bytes) -> Digest:
     digest = digest_of(data)
     partial = await storage.begin_blob(digest)
     try:
-        await partial.append(data)
+        await partial.append([data])
         await partial.commit()
     finally:
         partial.close()
@@ -37,7 +38,7 @@ async def add(storage: FilesystemStorage, data: bytes) -> Digest:
 
 async def read_all(storage: FilesystemStorage, digest: Digest) -> bytes | None:
     async with storage.open(BLOB, digest) as content:
-        return None if content is None else b"".join([c async for c in content.read(0, content.size)])
+        return None if content is None else b"".join([c async for c in content.span(0, content.size).pieces()])
 
 
 def cached(storage: FilesystemStorage, digest: Digest, kind: ContentKind = BLOB) -> bool:
@@ -60,9 +61,26 @@ async def test_commit_then_open_and_size(new_storage: NewStorage) -> None:
     assert storage.size(BLOB, digest) == len(data)
     async with storage.open(BLOB, digest) as content:
         assert content is not None and content.size == len(data)
-        assert b"".join([c async for c in content.read(5, 20)]) == data[5:20]
+        assert b"".join([c async for c in content.span(5, 20).pieces()]) == data[5:20]
     assert await storage.read_small(BLOB, digest) == data
     assert temp_files(storage) == []
+
+
+async def test_a_range_of_a_file_truncated_under_its_reader_fails_instead_of_spinning(new_storage: NewStorage) -> None:
+    storage = await new_storage()
+    data = os.urandom(100_000)
+    partial = await storage.begin_blob(digest_of(data))
+    await partial.append([data])
+    range_ = partial.span(0, len(data))
+    os.truncate(temp_files(storage)[0], 1000)
+
+    async def read_out() -> bytes:
+        return b"".join([c async for c in range_.pieces()])
+
+    with pytest.raises(OSError, match="ended at byte 1000"):
+        await asyncio.wait_for(read_out(), 5)
+    await partial.discard()
+    partial.close()
 
 
 async def test_a_download_is_readable_while_it_grows_and_visible_only_once_committed(new_storage: NewStorage) -> None:
@@ -70,10 +88,10 @@ async def test_a_download_is_readable_while_it_grows_and_visible_only_once_commi
     data = b"0123456789" * 10
     digest = digest_of(data)
     partial = await storage.begin_blob(digest)
-    await partial.append(data[:40])
-    assert await partial.read(10, 20) == data[10:30]
+    await partial.append([data[:25], data[25:40]])
+    assert b"".join([c async for c in partial.span(10, 30).pieces()]) == data[10:30]
     assert storage.size(BLOB, digest) is None and not cached(storage, digest)
-    await partial.append(data[40:])
+    await partial.append([data[40:]])
     await partial.commit()
     partial.close()
     assert await read_all(storage, digest) == data
@@ -83,7 +101,7 @@ async def test_content_that_does_not_match_its_digest_is_never_committed(new_sto
     storage = await new_storage()
     digest = digest_of(b"what was promised")
     partial = await storage.begin_blob(digest)
-    await partial.append(b"something else")
+    await partial.append([b"something else"])
     with pytest.raises(DigestMismatch):
         await partial.commit()
     await partial.discard()
@@ -207,13 +225,13 @@ async def test_open_entry_is_never_evicted_and_reads_in_full(new_storage: NewSto
     other = await add(storage, b"o" * 10)
     async with storage.open(BLOB, leased) as content:
         assert content is not None
-        head = b"".join([c async for c in content.read(0, 100)])
+        head = b"".join([c async for c in content.span(0, 100).pieces()])
         # Pushes the cache over its limit twice while the oldest entry is being read.
         newer = await add(storage, b"n" * 15)
         newest = await add(storage, b"m" * 15)
         assert cached(storage, leased)
         assert not cached(storage, other) and not cached(storage, newer)
-        rest = b"".join([c async for c in content.read(100, content.size)])
+        rest = b"".join([c async for c in content.span(100, content.size).pieces()])
     assert head + rest == data
     assert cached(storage, newest)
     assert await read_all(storage, leased) == data
@@ -232,7 +250,7 @@ async def test_concurrent_leases_on_one_entry(new_storage: NewStorage) -> None:
         with pytest.raises(StorageFull):  # no room beside the entry still leased twice
             await add(storage, b"b" * 5)
         assert cached(storage, digest)
-        assert [c async for c in first.read(0, 10)] == [c async for c in second.read(0, 10)] == [b"a" * 10]
+        assert [c async for c in first.span(0, 10).pieces()] == [c async for c in second.span(0, 10).pieces()] == [b"a" * 10]
 
 
 # --- repository links and tags ----------------------------------------------------------

@@ -85,30 +85,3 @@ async def test_aclose_before_the_upstream_answers_fails_waiting_readers_without_
     assert isinstance(waiting.exception(), (RegistryError, BlobStreamError))
     assert files_under(storage.layout.tmp) == []
     assert upstream.calls == Counter({blob_call("GET", APP, digest): 1})
-
-
-async def test_a_reader_whose_partial_file_reads_nothing_fails_instead_of_spinning(
-        blobs: BlobService, upstream: FakeUpstream, storage: ObservedStorage,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    begin = storage.begin_blob
-
-    async def begin_unreadable(*args: Any) -> Any:
-        # A file truncated under the download: every read comes back empty.
-        partial = await begin(*args)
-
-        async def nothing(position: int, size: int) -> bytes:
-            return b""
-
-        monkeypatch.setattr(partial, "read", nothing)
-        return partial
-
-    monkeypatch.setattr(storage, "begin_blob", begin_unreadable)
-    digest = upstream.add_blob(LAYER, APP)
-    held = upstream.hold(digest)
-    entered = Tally()
-    reader = Reader(blobs, APP, digest, entered)
-    await entered.reach(1)
-    await held.send(LAYER[:100_000])
-    with pytest.raises(BlobStreamError):
-        await reader.finished()
-    held.end()

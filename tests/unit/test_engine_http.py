@@ -122,9 +122,9 @@ async def hang_up_mid_blob(tmp_path: Path, aiohttp_server: ServerFactory, caplog
         upstream.feed(BLOB[:4 * PIECE])
         hung_up = await client.get(blob_url)
         assert hung_up.status == 200 and hung_up.headers["X-Registry-Proxy-Cache"] == "miss"
-        # All the proxy may send so far (it holds back the last byte it has), so it hangs up on a handler
-        # that is waiting for the download to go on.
-        sent_so_far = 4 * PIECE - 1
+        # All the proxy has so far (only the blob's own last byte would be held back), so it hangs up on
+        # a handler that is waiting for the download to go on.
+        sent_so_far = 4 * PIECE
         assert await asyncio.wait_for(hung_up.content.readexactly(sent_so_far), WAIT) == BLOB[:sent_so_far]
         hung_up.close()
 

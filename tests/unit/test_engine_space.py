@@ -8,20 +8,22 @@ readers uncached and verified, and leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from proxy.pullthrough import blobs as blobs_module
-from proxy.pullthrough.blobs import CHUNK, WINDOW, BlobService, BlobStreamError, _Fetch
+from proxy.pullthrough import download as download_module
+from proxy.pullthrough.blobs import CHUNK, BlobService, BlobStreamError
 from proxy.pullthrough.clearances import Caller, Clearances
+from proxy.pullthrough.download import WINDOW, Download
 from proxy.pullthrough.ports import CacheResult
 from proxy.reference import Digest, Target
 from proxy.storage.base import ContentKind
 
 from ..small_disk import fill, small_disk
-from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, digest_of, files_under, open_storage
+from .engine_fakes import WAIT, FakeUpstream, ObservedStorage, Tally, digest_of, files_under, joined, open_storage, piece_bytes
 from .test_engine_blobs import Reader, pull
 
 APP = Target("registry-a.test", "team/app")
@@ -133,7 +135,7 @@ async def test_a_download_that_does_not_fit_beside_those_in_flight_streams_uncac
 
 async def test_an_uncached_download_runs_at_most_a_window_ahead_of_its_slowest_reader(
         budget: ObservedStorage, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(blobs_module, "WINDOW", 50_000)
+    monkeypatch.setattr(download_module, "WINDOW", 50_000)
     blobs = service(budget, upstream)
     data = os.urandom(500_000)  # larger than max_size: uncached
     digest = upstream.add_blob(data, APP)
@@ -148,7 +150,7 @@ async def test_an_uncached_download_runs_at_most_a_window_ahead_of_its_slowest_r
         await fast.got.reach(60_000 - 1)
         # Three chunks in, the download waits for the reader that has not read yet.
         assert held.asked.value == 3
-        assert b"".join([chunk async for chunk in body.read()]) == data
+        assert await joined(body.read()) == data
     assert await fast.finished() == data
     await blobs.aclose()
 
@@ -204,43 +206,50 @@ async def test_caching_resumes_once_the_full_disk_has_room_again(
     await blobs.aclose()
 
 
+def uncached_download() -> Download:
+    download = Download(Target("r.test", "a/b"), Caller("default", ""))
+    download.begin(None, hashlib.sha256(), lambda why: None)
+    return download
+
+
 async def test_a_range_reader_ahead_of_an_uncached_download_gets_its_own_bytes() -> None:
-    fetch = _Fetch(Target("r.test", "a/b"), Caller("default", ""))
-    fetch.stop_caching()
+    download = uncached_download()
     data = bytes(range(256)) * (4 * CHUNK // 256)
     start = 3 * CHUNK + 7
-    fetch.hold()
-    fetch.hold()
-    whole, ranged = fetch.tail(0, None), fetch.tail(start, None)
+    download.hold()
+    download.hold()
+    whole, ranged = download.tail(0, None), download.tail(start, None)
     first = asyncio.ensure_future(ranged.__anext__())  # starts, and waits for its bytes, before the other reads
     first_of_whole = asyncio.ensure_future(whole.__anext__())
-    fetch.add_uncached(data[:CHUNK])
-    fetch.advance()
+    await download.receive(data[:CHUNK])
     await first_of_whole
-    assert len(fetch._positions) == 2
+    assert len(download._positions) == 2
     await whole.aclose()  # the whole-body reader hangs up; the range reader is all that is left
-    fetch.release()
+    download.release()
     for i in range(1, 4):
-        fetch.add_uncached(data[i * CHUNK:(i + 1) * CHUNK])
-        fetch.advance()
-    fetch.finish()
-    chunk = await asyncio.wait_for(first, WAIT)
+        await download.receive(data[i * CHUNK:(i + 1) * CHUNK])
+    await download.received_all()
+    download.finish()
+    piece = await asyncio.wait_for(first, WAIT)
+    chunk = await piece_bytes(piece)
     assert chunk == data[start:start + len(chunk)]
 
 
 async def test_a_range_reader_far_ahead_of_an_uncached_download_does_not_stall_it() -> None:
-    fetch = _Fetch(Target("r.test", "a/b"), Caller("default", ""))
-    fetch.stop_caching()
-    fetch.hold()
-    ranged = fetch.tail(WINDOW + 3 * CHUNK, None)
+    download = uncached_download()
+    download.hold()
+    ranged = download.tail(WINDOW + 3 * CHUNK, None)
     first = asyncio.ensure_future(ranged.__anext__())
+    held = 0
 
-    async def download() -> None:
-        for _ in range(20):
-            fetch.add_uncached(b"x" * CHUNK)
-            fetch.advance()
-            await fetch.drained()
-        fetch.finish()
+    async def receive() -> None:
+        nonlocal held
+        # Past the window, up to the range's first bytes: nothing before them is kept for anyone.
+        for _ in range(WINDOW // CHUNK + 4):
+            await download.receive(b"x" * CHUNK)
+            held = max(held, download.received - download._memory_start)
+        await download.received_all()
+        download.finish()
 
-    await asyncio.wait_for(asyncio.gather(download(), first), WAIT)
-    assert len(fetch._window) <= WINDOW
+    await asyncio.wait_for(asyncio.gather(receive(), first), WAIT)
+    assert held <= WINDOW + CHUNK
