@@ -50,7 +50,7 @@ def _caption(doc: dict[str, Any]) -> str:
     return (f"Medians of {s['rounds']} round(s); {s['blob_mib']} MiB blobs, herd {s['herd']} × {s['blob_mib']} MiB, "
             f"wide herd {s['wide']} × {s['wide_mib']} MiB, wrk {s['seconds']} s. "
             f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, "
-            f"aiohttp {m['aiohttp']}, uvloop {m['uvloop'] or 'not installed'}, {m['distribution']}; "
+            f"aiohttp {m['aiohttp']}, {m['distribution']}; "
             f"commit {m['commit'][:12]}, {doc['date']}.")
 
 

@@ -1,11 +1,11 @@
 """Benchmark this proxy against distribution, side by side on 127.0.0.1.
 
-    python bench/run.py [--quick] [--rounds 3] [--before DIR] [--asyncio] [--json PATH]
+    python bench/run.py [--quick] [--rounds 3] [--before DIR] [--uvloop] [--json PATH]
 
 Targets: direct (distribution serving the images), peer (distribution in
 proxy mode in front of direct), us (this proxy in front of direct), and
-optionally before (this proxy from the checkout DIR) and us-asyncio (this
-proxy on asyncio's loop). Phases: start-up and idle RSS, cold blob, warm blob
+optionally before (this proxy from the checkout DIR) and us-uvloop (this
+proxy on uvloop's event loop). Phases: start-up and idle RSS, cold blob, warm blob
 and Range, manifests by tag under wrk, a herd of concurrent cold GETs of one
 blob, and a wider herd of a smaller blob. Prints medians and ratios and writes
 every raw value to JSON; `python bench/report.py PATH` renders it for docs.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -49,8 +48,8 @@ def main() -> None:
     specs = [TargetSpec("peer", "peer"), TargetSpec("us", "proxy")]
     if args.before is not None:
         specs.append(TargetSpec("before", "proxy", source_dir=args.before))
-    if args.asyncio:
-        specs.append(TargetSpec("us-asyncio", "proxy", proxy_config={"server": {"event_loop": "asyncio"}}))
+    if args.uvloop:
+        specs.append(TargetSpec("us-uvloop", "proxy", uvloop=True))
     names = ["direct", *(spec.name for spec in specs)]
     # Before any target starts: the commit is the code the targets run, not whatever is checked out later.
     machine = _machine(args)
@@ -81,7 +80,7 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--herd", type=int, default=50, help="concurrent GETs in the herd (default 50)")
     parser.add_argument("--wide", type=int, default=100, help="concurrent GETs in the wide herd (default 100)")
     parser.add_argument("--before", type=Path, help="also run the proxy from this checkout (a git worktree)")
-    parser.add_argument("--asyncio", action="store_true", help="also run the proxy with server.event_loop: asyncio")
+    parser.add_argument("--uvloop", action="store_true", help="also run the proxy on uvloop's event loop")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     for key, value in (_QUICK if args.quick else _FULL).items():
@@ -174,7 +173,6 @@ def _machine(args: argparse.Namespace) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "aiohttp": importlib.metadata.version("aiohttp"),
-        "uvloop": importlib.metadata.version("uvloop") if importlib.util.find_spec("uvloop") else None,
         "distribution": distribution.stdout.strip(),
         "wrk": shutil.which("wrk"),
         "commit": _commit(REPO_ROOT),

@@ -4,7 +4,7 @@
     peer         a second distribution process in proxy mode in front of direct
     us           this proxy in front of direct
     before       this proxy from another checkout (--before DIR), same venv
-    us-asyncio   this proxy on asyncio's own event loop (--asyncio)
+    us-uvloop    this proxy on uvloop's event loop (--uvloop)
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class TargetSpec:
     kind: str
     proxy_config: dict[str, Any] = field(default_factory=dict)
     source_dir: Path | None = None  # run `python -m proxy` from this checkout
+    uvloop: bool = False  # on uvloop's event loop, through bench/uvloop_launcher.py
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,8 @@ def _start_proxy(spec: TargetSpec, base: Path, direct: Upstream, port: int) -> T
         # the other one instead.
         env["PYTHONPATH"] = str(spec.source_dir)
         launcher = ("env", f"--chdir={spec.source_dir}", "--")
+    if spec.uvloop:
+        launcher = (*launcher, sys.executable, str(Path(__file__).with_name("uvloop_launcher.py")))
     proxy: ProxyProcess = start_proxy(base, config, env=env, launcher=launcher)
     if spec.source_dir is not None:
         cwd = Path(f"/proc/{proxy.pid}/cwd").resolve()
