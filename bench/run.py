@@ -111,6 +111,9 @@ def _push_blobs(direct: Upstream, base: Path, names: list[str], args: argparse.N
     blobs: dict[str, Any] = {"manifest": _push_one(direct, base, "manifest", 4096)}
     for kind, entries in plan.items():
         blobs[kind] = {key: _push_one(direct, base, f"{kind}-{key[0]}-{key[1]}", size) for key, size in entries}
+    # Gigabytes were just written: the disk must not still be writing them back while cold pulls write theirs.
+    _log("flushing the pushed images to disk ...")
+    os.sync()
     return blobs
 
 
