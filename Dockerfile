@@ -26,18 +26,20 @@ RUN python3 -m venv /opt/registry-proxy \
  && /opt/registry-proxy/bin/pip uninstall -y pip setuptools >/dev/null 2>&1 || true
 
 FROM ${BASE_IMAGE}
-# The secret key defaults to a file beside the data directory, which in a
-# container is the root filesystem; keep it in the volume instead (or set
-# REGISTRY_PROXY_SECRET_KEY, as the Helm chart does).
 RUN groupadd --system --gid 10001 registry-proxy \
  && useradd --system --uid 10001 --gid 10001 --home-dir /data --shell /usr/sbin/nologin registry-proxy \
  && mkdir -p /data /etc/registry-proxy \
- && printf 'listen: 0.0.0.0:5000\ndata_dir: /data\nsecrets:\n  key_file: /data/secret.key\n' \
-      > /etc/registry-proxy/config.yaml \
+ && printf 'listen: 0.0.0.0:5000\ndata_dir: /data\n' > /etc/registry-proxy/config.yaml \
  && chown 10001:10001 /data
 COPY --from=build /opt/registry-proxy /opt/registry-proxy
+# The secret key defaults to a file beside the data directory, which in a
+# container is the root filesystem, lost with the container. The variable
+# keeps it in the volume under any config mounted over the one above, unless
+# that config names secrets.key_file itself; REGISTRY_PROXY_SECRET_KEY (the
+# key itself, as the Helm chart sets it) wins over both.
 ENV PATH=/opt/registry-proxy/bin:$PATH \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    REGISTRY_PROXY_SECRET_KEY_FILE=/data/secret.key
 USER 10001:10001
 VOLUME /data
 EXPOSE 5000

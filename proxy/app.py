@@ -27,14 +27,16 @@ from proxy.directory import LiveState
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
+from proxy.pullthrough.referrers import ReferrersService
 from proxy.pullthrough.routing import Router
 from proxy.storage.filesystem import FilesystemStorage
 from proxy.store.admin_token import resolve_admin_token
 from proxy.store.credentials import RegistryStore
-from proxy.store.crypto import SecretBox, load_key
+from proxy.store.crypto import KeyMissing, SecretBox, key_origin, load_key
 from proxy.store.db import Database
 from proxy.store.environments import EnvironmentStore
 from proxy.store.runtime_settings import SettingsStore
+from proxy.store.sealed import key_missing_error, sealed_secrets, wrong_key_error
 from proxy.store.upstreams import UpstreamStore
 from proxy.upstream.breaker import Breakers
 from proxy.upstream.client import UpstreamClient
@@ -76,7 +78,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     db = Database(settings.data_dir / "state.db")
     await db.open()
     try:
-        secret_key = await asyncio.to_thread(load_key, settings.key_file, os.environ)
+        secret_key = await _secret_key(settings, db)
         box = SecretBox(secret_key)
         live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db, SETTING_DEFAULTS),
                          upstreams=UpstreamStore(db, box), environments=EnvironmentStore(db),
@@ -106,6 +108,20 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         await db.close()
 
 
+async def _secret_key(settings: Settings, db: Database) -> bytes:
+    """The key that opens every secret in the store; a new one only for a store that holds none."""
+    sealed = await db.read(sealed_secrets)
+    try:
+        key = await asyncio.to_thread(load_key, settings.key_file, os.environ, create=not sealed)
+    except KeyMissing as exc:
+        raise key_missing_error(str(exc), len(sealed), str(db.path)) from None
+    box = SecretBox(key)
+    unreadable = [secret for secret in sealed if not box.opens(secret.sealed, secret.context)]
+    if unreadable:
+        raise wrong_key_error(key_origin(settings.key_file, os.environ), len(unreadable), str(db.path))
+    return key
+
+
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     live = app[LIVE]
@@ -123,6 +139,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         upstream=upstream,
         blobs=BlobService(storage=storage, upstream=upstream, clearances=clearances),
         manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
+        referrers=ReferrersService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
         storage=storage,
     )
     app[SERVICES] = services
@@ -133,6 +150,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         # Downloads first: they still write to the cache and read from the pools.
         await services.blobs.aclose()
         await services.manifests.aclose()
+        await services.referrers.aclose()
         await upstream.aclose()
         await pools.close()
         await storage.close()

@@ -71,7 +71,8 @@ def state_collector(app: web.Application) -> StateCollector:
             GaugeMetricFamily("registry_proxy_singleflight_inflight", "Upstream blob fetches in flight",
                               value=services.blobs.in_flight),
             CounterMetricFamily("registry_proxy_singleflight_joins", "Requests that joined a fetch in flight",
-                                value=services.blobs.joins + services.manifests.joins),
+                                value=services.blobs.joins + services.manifests.joins
+                                + services.referrers.joins),
             GaugeMetricFamily("registry_proxy_cache_reserved_bytes", "Bytes reserved under cache.max_size by "
                               "downloads in flight", value=stats.reserved),
             CounterMetricFamily("registry_proxy_uncached_blobs", "Blob downloads streamed without caching: the "

@@ -12,6 +12,7 @@ from proxy.config.settings import Settings
 from proxy.directory import LiveState
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.manifests import ManifestService
+from proxy.pullthrough.referrers import ReferrersService
 from proxy.pullthrough.routing import Router
 from proxy.storage.base import Storage
 from proxy.store.admin_token import AdminToken
@@ -26,6 +27,7 @@ class Services:
     upstream: UpstreamClient
     blobs: BlobService
     manifests: ManifestService
+    referrers: ReferrersService
     storage: Storage
 
 

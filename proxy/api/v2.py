@@ -1,4 +1,4 @@
-"""The registry API's pull side: /v2/, manifests, blobs and tag lists.
+"""The registry API's pull side: /v2/, manifests, blobs, tag lists and referrers.
 
 Paths are parsed from the raw request target, before any decoding or
 normalisation, so ``%2e%2e`` or ``foo/../bar`` cannot turn into something
@@ -21,7 +21,9 @@ from proxy.api.metrics import ENDPOINT, REGISTRY, observe_requests
 from proxy.api.pullauth import PULL_AUTH, REALM_PATH, token
 from proxy.api.state import IDENTITY, OBSERVER, SERVICES
 from proxy.errors import ErrorCode, RegistryError
+from proxy.pullthrough.manifest_shape import OCI_INDEX
 from proxy.pullthrough.ports import CacheResult
+from proxy.pullthrough.referrers import FILTERS_APPLIED
 from proxy.pullthrough.tags import list_tags
 from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
 from proxy.upstream.endpoints import EndpointKind
@@ -32,11 +34,12 @@ log = logging.getLogger(__name__)
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
-_PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs)/(?P<ref>[^/]+)|tags/list)")
+_PATH = re.compile(r"/v2/(?P<name>.+?)/(?:(?P<kind>manifests|blobs|referrers)/(?P<ref>[^/]+)|tags/list)")
 _READ_METHODS = ("GET", "HEAD")
 _SCOPE_NAME = re.compile(r"[a-z0-9._/:-]{1,255}")
 _PAGE_SIZE = re.compile(r"[0-9]{1,6}")
-_ENDPOINTS = {"blobs": EndpointKind.BLOB, "manifests": EndpointKind.MANIFEST}
+_STALE_WARNING = '110 registry-proxy "Response is Stale"'
+_ENDPOINTS = {"blobs": EndpointKind.BLOB, "manifests": EndpointKind.MANIFEST, "referrers": EndpointKind.REFERRERS}
 
 
 def registry_app() -> web.Application:
@@ -137,6 +140,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return await serve_blob(request, services, target, _digest(match["ref"]), env=env)
     if match["kind"] == "manifests":
         return await _manifest(request, target, match["ref"], env)
+    if match["kind"] == "referrers":
+        return await _referrers(request, target, _digest(match["ref"]), env)
     return await _tags(request, target, name, ns, env)
 
 
@@ -157,11 +162,26 @@ async def _manifest(request: web.Request, target: Target, ref: str, env: str) ->
         "X-Registry-Proxy-Cache": manifest.cache.value,
     }
     if manifest.cache is CacheResult.STALE:
-        headers["Warning"] = '110 registry-proxy "Response is Stale"'
+        headers["Warning"] = _STALE_WARNING
     if manifest.body is None:
         headers["Content-Length"] = str(manifest.size)
         return web.Response(status=200, headers=headers)
     return web.Response(status=200, body=manifest.body, headers=headers)
+
+
+async def _referrers(request: web.Request, target: Target, subject: Digest, env: str) -> web.Response:
+    # "artifactType=" with no value asks for no filter: no artifact has an empty type.
+    artifact_type = request.query.get("artifactType") or None
+    found = await request.config_dict[SERVICES].referrers.get(target, subject, env=env, artifact_type=artifact_type)
+    observer = request.config_dict[OBSERVER]
+    observer.cache_result(EndpointKind.REFERRERS, found.cache, target.registry)
+    observer.served(found.cache, len(found.body))
+    headers = {"Content-Type": OCI_INDEX, "X-Registry-Proxy-Cache": found.cache.value}
+    if found.filtered:
+        headers[FILTERS_APPLIED] = "artifactType"
+    if found.cache is CacheResult.STALE:
+        headers["Warning"] = _STALE_WARNING
+    return web.Response(status=200, body=found.body, headers=headers)
 
 
 async def _tags(request: web.Request, target: Target, name: str, ns: str | None, env: str) -> web.Response:

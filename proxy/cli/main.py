@@ -1,6 +1,7 @@
 """The ``registry-proxy`` command: its argument parser, assembled from the command modules, and dispatch.
 
-``serve`` and ``healthcheck`` run the proxy (``proxy.cli.serve``); every
+``serve`` and ``healthcheck`` run the proxy (``proxy.cli.serve``) and
+``secrets`` works on its data directory (``proxy.cli.secrets_cmd``); every
 other command calls the admin API of a running one (``proxy.cli.admin``).
 Each side loads only its own modules: nothing here imports the server, so
 the admin commands start fast, and a serving process does not carry the
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from proxy import __version__
+from proxy.cli.secrets_cmd import SECRETS_COMMAND, add_secrets_parser, run_secrets_command
 from proxy.cli.serve import SERVER_COMMANDS, add_server_parsers, run_server_command
 
 __all__ = ["build_parser", "main"]
@@ -22,18 +24,25 @@ PROG = "registry-proxy"
 
 def main(argv: list[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else argv
-    if given[:1] and given[0] in SERVER_COMMANDS:
-        return run_server_command(_parser(admin=False).parse_args(given))
+    if given[:1] and given[0] in (*SERVER_COMMANDS, SECRETS_COMMAND):
+        return _run_local(_parser(admin=False).parse_args(given))
     parser = build_parser()
     args = parser.parse_args(given)
-    if args.command in SERVER_COMMANDS:
-        return run_server_command(args)
+    if args.command in (*SERVER_COMMANDS, SECRETS_COMMAND):
+        return _run_local(args)
     if args.command is None:
         parser.print_help()
         return 2
     from proxy.cli.admin import run_admin
 
     return run_admin(args, prog=PROG)
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    """The commands that work on this machine's config and data directory, not through the admin API."""
+    if args.command == SECRETS_COMMAND:
+        return run_secrets_command(args)
+    return run_server_command(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +55,7 @@ def _parser(*, admin: bool) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command")
     add_server_parsers(sub)
+    add_secrets_parser(sub)
     if admin:
         from proxy.cli.admin import add_admin_parsers
 

@@ -2,16 +2,20 @@
 
 Sources, later ones winning: embedded defaults, the YAML file, environment
 variables (``REGISTRY_PROXY_LISTEN``, ``REGISTRY_PROXY_DATA_DIR``), command
-line flags. Every error names the key and the value, in one line. The keys
-and what each accepts are declared in proxy.config.schema; this module turns
-what the reader returns into frozen objects.
+line flags. ``REGISTRY_PROXY_SECRET_KEY_FILE`` is the other way round: it
+places the key file only when the YAML file names no ``secrets.key_file``,
+so an image can keep the key in its volume under any config mounted into it
+without overriding one that says where the key is. Every error names the
+key and the value, in one line. The keys and what each accepts are declared
+in proxy.config.schema; this module turns what the reader returns into
+frozen objects.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +30,13 @@ from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 # parse_whitelist: proxy.directory reads the stored whitelist with it.
-__all__ = ["CacheSettings", "RegistryConfig", "ServerLimits", "ServerTls", "Settings", "SettingsError", "UpstreamSettings",
-           "load_settings",
-           "parse_whitelist"]
+__all__ = ["DATA_DIR_ENV", "KEY_FILE_ENV", "LISTEN_ENV", "CacheSettings", "RegistryConfig", "ServerLimits",
+           "ServerTls", "Settings", "SettingsError", "UpstreamSettings", "load_settings", "parse_whitelist"]
+
+LISTEN_ENV = "REGISTRY_PROXY_LISTEN"
+DATA_DIR_ENV = "REGISTRY_PROXY_DATA_DIR"
+# Where the secret key file is when the config file does not say.
+KEY_FILE_ENV = "REGISTRY_PROXY_SECRET_KEY_FILE"
 
 
 @dataclass(frozen=True)
@@ -116,14 +124,17 @@ def load_settings(
     base = Path.cwd()
     if path is not None:
         raw = _read_yaml(path)
-    for key, env in (("listen", "REGISTRY_PROXY_LISTEN"), ("data_dir", "REGISTRY_PROXY_DATA_DIR")):
+    for key, env in (("listen", LISTEN_ENV), ("data_dir", DATA_DIR_ENV)):
         if environ.get(env):
             raw[key] = environ[env]
     if listen is not None:
         raw["listen"] = listen
     if data_dir is not None:
         raw["data_dir"] = data_dir
-    return _build(raw, base)
+    settings = _build(raw, base)
+    if settings.secret_key_file is None and environ.get(KEY_FILE_ENV):
+        settings = replace(settings, secret_key_file=base / environ[KEY_FILE_ENV])
+    return settings
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from proxy.storage.base import ContentKind, ManifestLink, Storage, TagRecord
 from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.endpoints import EndpointKind
 
-__all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService"]
+__all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService", "revalidation", "stale_allowed"]
 
 
 DEFAULT_ACCEPT = ", ".join((
@@ -113,21 +113,7 @@ class ManifestService:
                                                                      caller))
 
     async def _revalidation(self, check: Awaitable[T], target: Target) -> T:
-        """The upstream's check of a cached copy, within cache.revalidate_timeout.
-
-        Only the request upstream: a deadline around cache writes could cut
-        one short after its file was moved into place but before it was
-        accounted for.
-        """
-        try:
-            async with asyncio.timeout(self._cache.revalidate_timeout):
-                return await check
-        except TimeoutError:
-            message = (f"upstream {target.registry} did not answer within cache.revalidate_timeout "
-                       f"({self._cache.revalidate_timeout:g} s)")
-            # Remembered, so the requests after this one do not wait for it again.
-            self._upstream.unresponsive(target.registry, message)
-            raise RegistryError(ErrorCode.UNAVAILABLE, message) from None
+        return await revalidation(check, upstream=self._upstream, registry=target.registry, cache=self._cache)
 
     async def _refusable(self, check: Awaitable[T], caller: Caller) -> T:
         """``check`` of cached content; a refusal of it is counted as one."""
@@ -179,14 +165,8 @@ class ManifestService:
 
     async def _stale(self, target: Target, record: TagRecord | None, err: RegistryError, *,
                      head: bool, caller: Caller) -> Manifest | None:
-        if record is None or err.code not in STALE_OK:
-            return None
-        window = self._cache.tag_ttl + self._cache.max_stale
-        # Never stale across a credential change, nor to an access the
-        # upstream has not cleared for this repository within the window.
-        if record.access != caller.access and not self._clearances.seen_within(caller, target, window):
-            return None
-        if record.age(self._clock()) > window:
+        if record is None or not stale_allowed(record, err, caller=caller, target=target,
+                                               clearances=self._clearances, cache=self._cache, now=self._clock()):
             return None
         return await self._local(target, parse_digest(record.digest), head=head, cache=CacheResult.STALE)
 
@@ -247,6 +227,37 @@ class ManifestService:
         await self._storage.put(_MANIFEST, digest, body)
         await self._storage.link_manifest(target, digest, ManifestLink(media_type, caller.access))
         return Manifest(str(digest), media_type, len(body), None if head else body, CacheResult.MISS)
+
+
+async def revalidation(check: Awaitable[T], *, upstream: Upstream, registry: str, cache: CacheSettings) -> T:
+    """The upstream's check of a cached copy, within cache.revalidate_timeout.
+
+    Only the request upstream: a deadline around cache writes could cut
+    one short after its file was moved into place but before it was
+    accounted for.
+    """
+    try:
+        async with asyncio.timeout(cache.revalidate_timeout):
+            return await check
+    except TimeoutError:
+        message = (f"upstream {registry} did not answer within cache.revalidate_timeout "
+                   f"({cache.revalidate_timeout:g} s)")
+        # Remembered, so the requests after this one do not wait for it again.
+        upstream.unresponsive(registry, message)
+        raise RegistryError(ErrorCode.UNAVAILABLE, message) from None
+
+
+def stale_allowed(record: TagRecord, err: RegistryError, *, caller: Caller, target: Target, clearances: Clearances,
+                  cache: CacheSettings, now: float) -> bool:
+    """Whether a tag's last known answer may stand in for the upstream's, which failed with ``err``."""
+    if err.code not in STALE_OK:
+        return False
+    window = cache.tag_ttl + cache.max_stale
+    # Never stale across a credential change, nor to an access the
+    # upstream has not cleared for this repository within the window.
+    if record.access != caller.access and not clearances.seen_within(caller, target, window):
+        return False
+    return record.age(now) <= window
 
 
 async def _hash(algorithm: str, body: bytes) -> str:

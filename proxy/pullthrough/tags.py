@@ -15,7 +15,7 @@ from proxy.reference import Target
 from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.endpoints import EndpointKind
 
-__all__ = ["TagPage", "list_tags"]
+__all__ = ["TagPage", "list_tags", "next_link_query"]
 
 MAX_TAGS_BODY = 16 * 1024 * 1024
 
@@ -34,7 +34,7 @@ async def list_tags(upstream: Upstream, target: Target, *, env: str, n: int | No
         except BodyTooLarge:
             raise RegistryError(ErrorCode.UNKNOWN,
                                 f"tag list from {target.registry} is too large; use n= to page") from None
-        next_query = _next_query(resp.links)
+        next_query = next_link_query(resp.links)
     try:
         tags = json.loads(body).get("tags") or []
     except (ValueError, AttributeError):
@@ -58,7 +58,7 @@ def _paginate(tags: list[str], next_query: str | None, *, n: int | None, last: s
     return TagPage(page, urlencode({"n": n, "last": page[-1]}) if more else None)
 
 
-def _next_query(links: MultiDictProxy[MultiDictProxy[str | URL]]) -> str | None:
+def next_link_query(links: MultiDictProxy[MultiDictProxy[str | URL]]) -> str | None:
     """The query of the upstream's ``rel="next"`` link; the path is the upstream's own, not ours."""
     link = links.get("next")
     url = None if link is None else link.get("url")

@@ -15,6 +15,9 @@
         _blobs/<alg>/<hex>               link: the blob was seen here, with which access
         _manifests/<alg>/<hex>           link: JSON media type and access
         _tags/<tag>                      JSON: digest, media type, size, checked_at, access
+        _tags/@referrers@<alg>-<hex>[@<filter hash>]
+                                         the same for a referrers list, kept as a manifest
+                                         ("@" never occurs in a tag)
       repos/<registry>/_blobs/<alg>/<hex>  marker: some repository of this registry holds
                                          the blob (repository names never start with "_")
 

@@ -1,9 +1,11 @@
 """Secrets at rest: AES-256-GCM with a key kept beside the data directory.
 
 The key comes from ``REGISTRY_PROXY_SECRET_KEY`` (base64 of 32 bytes) or from
-a key file, created on first start with mode 0600. Each ciphertext is bound
-to its row (the associated data), so a secret copied onto another row does
-not decrypt.
+a key file, created on first start with mode 0600. A key file is created
+only when the caller allows it (the store holds no secret sealed under an
+earlier key) and never over an existing one. Each ciphertext is bound to its
+row (the associated data), so a secret copied onto another row does not
+decrypt.
 """
 
 from __future__ import annotations
@@ -11,31 +13,52 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["SecretBox", "SecretError", "load_key"]
+__all__ = ["KEY_ENV", "KeyMissing", "SecretBox", "SecretError", "key_origin", "load_key"]
 
 KEY_ENV = "REGISTRY_PROXY_SECRET_KEY"
 _NONCE = 12
 
 
 class SecretError(Exception):
-    pass
+    """A key or a stored secret that cannot be used; worded for a one-line start-up failure."""
 
 
-def load_key(key_file: Path, environ: dict[str, str] | os._Environ[str]) -> bytes:
+class KeyMissing(SecretError):
+    """No key is given, and the caller did not allow a new one."""
+
+
+def key_origin(key_file: Path, environ: Mapping[str, str]) -> str:
+    """Where ``load_key`` takes the key from, for messages: the variable or the file."""
+    return f"${KEY_ENV}" if environ.get(KEY_ENV) else str(key_file)
+
+
+def load_key(key_file: Path, environ: Mapping[str, str], *, create: bool = True) -> bytes:
+    """The key from ``$REGISTRY_PROXY_SECRET_KEY``, else from ``key_file``; a new one in ``key_file`` if ``create``."""
     if environ.get(KEY_ENV):
         return _decode(environ[KEY_ENV], KEY_ENV)
-    if key_file.exists():
+    try:
         return _decode(key_file.read_text().strip(), str(key_file))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise SecretError(f"the secret key file {key_file} cannot be read: {exc.strerror}") from None
+    if not create:
+        raise KeyMissing(f"{key_file} does not exist and ${KEY_ENV} is not set")
     key_file.parent.mkdir(parents=True, exist_ok=True)
     key = os.urandom(32)
-    # O_EXCL: two processes starting at once must not each write their own key.
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # O_EXCL: two processes starting at once must not each write their own
+    # key, and no key is ever written over another.
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _decode(key_file.read_text().strip(), str(key_file))
     with os.fdopen(fd, "w") as f:
         f.write(base64.b64encode(key).decode() + "\n")
         f.flush()
@@ -69,6 +92,13 @@ class SecretBox:
             return self._aead().decrypt(sealed[:_NONCE], sealed[_NONCE:], context.encode()).decode()
         except (InvalidTag, ValueError):
             raise SecretError("a stored secret cannot be decrypted with this key") from None
+
+    def opens(self, sealed: bytes, context: str) -> bool:
+        try:
+            self.open(sealed, context)
+        except SecretError:
+            return False
+        return True
 
     def _aead(self) -> AESGCM:
         # cryptography adds some 8 MiB to the resident size: a proxy that

@@ -2,13 +2,15 @@
 
 Every write commits (``synchronous=FULL``) before the awaiting caller resumes,
 so anything the admin API acknowledged survives a crash or a kill -9. A write
-that finds the disk full is rolled back whole and raises ``StateFull``.
+that finds the disk full is rolled back whole and raises ``StateFull``. The
+database and its -wal and -shm files are mode 0600.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +109,7 @@ class Database:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._owner_only()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -116,6 +119,18 @@ class Database:
         conn.execute("PRAGMA secure_delete=ON")
         self._conn = conn
         self._migrate(conn)
+
+    def _owner_only(self) -> None:
+        # The store holds sealed secrets and key hashes: readable by the
+        # proxy's user only. SQLite gives the -wal and -shm files it creates
+        # the database file's mode; ones left by an older version are fixed too.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                     self.path.with_name(self.path.name + "-shm")):
+            try:
+                os.chmod(path, 0o600)
+            except FileNotFoundError:
+                pass
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:

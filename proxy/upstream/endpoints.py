@@ -23,6 +23,7 @@ class EndpointKind(enum.Enum):
     BLOB = "blob"
     MANIFEST = "manifest"
     TAGS = "tags"
+    REFERRERS = "referrers"
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ def test_image_builds_offline_and_serves_pulls_as_non_root(dockerd: Dockerd, pla
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({
-        "listen": f"127.0.0.1:{port}", "data_dir": "/data", "secrets": {"key_file": "/data/secret.key"},
+        "listen": f"127.0.0.1:{port}", "data_dir": "/data",
         "registries": [{"address": "quay.io", "endpoint": plain_upstream.url}]}))
     config.chmod(0o644)
     container = dockerd.docker("run", "-d", "--network", "host", "-v", f"{config}:/etc/registry-proxy/config.yaml:ro",
@@ -110,6 +110,9 @@ def test_image_builds_offline_and_serves_pulls_as_non_root(dockerd: Dockerd, pla
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60, ok=(200,))
         assert dockerd.docker("exec", container, "id", "-u").stdout.strip() == "10001"
+        # A config of one's own that names no key file: the key still lands in the volume.
+        assert dockerd.docker("exec", container, "test", "-s", "/data/secret.key", check=False).returncode == 0
+        assert dockerd.docker("exec", container, "test", "-e", "/data.key", check=False).returncode == 1
         skopeo_ok("copy", "--src-tls-verify=false", "--src-no-creds", f"docker://127.0.0.1:{port}/quay.io/org/app:1",
                   f"dir:{tmp_path / 'out'}")
         assert get(f"127.0.0.1:{port}", "/v2/quay.io/org/app/manifests/1").headers["x-registry-proxy-cache"] == "hit"

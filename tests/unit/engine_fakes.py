@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,13 +26,14 @@ from proxy.storage.filesystem import FilesystemStorage, _PartialBlob
 from proxy.upstream.endpoints import EndpointKind
 from yarl import URL
 
-__all__ = ["OCI_MANIFEST", "WAIT", "Clock", "FakeUpstream", "HeldBody", "ObservedStorage", "Tally", "blob_call",
+__all__ = ["OCI_INDEX", "OCI_MANIFEST", "WAIT", "Clock", "FakeUpstream", "HeldBody", "ObservedStorage", "Tally", "blob_call",
            "digest_of", "files_under", "flipped", "joined", "manifest_call", "open_storage", "piece_bytes"]
 
 # A bound on waits that should end at once; reaching it means the test failed, not that it was slow.
 WAIT = 5.0
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 Call = tuple[str, str, Target]
 
@@ -158,6 +160,9 @@ class FakeUpstream:
     raise; ``corrupt`` serves other bytes of the same length for a digest;
     ``hold`` makes the next GET of a blob stream only what the test sends;
     ``gate`` keeps every GET from being answered until the test opens it.
+    ``referrers`` lists, per repository and subject, the descriptors of the
+    referrers API, filtered by ``artifactType`` unless ``filters`` is off, or
+    the bytes to answer instead.
     """
 
     def __init__(self) -> None:
@@ -176,6 +181,8 @@ class FakeUpstream:
         self.silent = False
         self.unresponsive_reports: list[str] = []
         self.variants: dict[tuple[Target, str], dict[str, bytes]] = {}
+        self.referrers: dict[tuple[Target, str], list[dict[str, object]] | bytes] = {}
+        self.filters = True
 
     # Setting up
 
@@ -241,6 +248,8 @@ class FakeUpstream:
             yield self._blob(target, method, reference)
         elif section == "manifests":
             yield self._manifest(target, method, reference, (headers or {}).get("Accept", ""))
+        elif section == "referrers":
+            yield self._referrers(target, reference, (params or {}).get("artifactType"))
         else:
             raise AssertionError(f"unexpected upstream path {path}")
 
@@ -271,6 +280,20 @@ class FakeUpstream:
             body = flipped(body)
         headers = _headers(Docker_Content_Digest=str(digest), Content_Type=media_type)
         return FakeAnswer(len(body), headers, _Content(b"" if method == "HEAD" else body, None))
+
+
+    def _referrers(self, target: Target, subject: str, artifact_type: str | None) -> FakeAnswer:
+        listed = self.referrers.get((target, subject))
+        if listed is None:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, f"fake upstream has no referrers of {subject} in {target}")
+        headers = {"Content_Type": OCI_INDEX}
+        if isinstance(listed, bytes):
+            return FakeAnswer(len(listed), _headers(**headers), _Content(listed, None))
+        if artifact_type is not None and self.filters:
+            listed = [d for d in listed if d.get("artifactType") == artifact_type]
+            headers["OCI_Filters_Applied"] = "artifactType"
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listed}).encode()
+        return FakeAnswer(len(body), _headers(**headers), _Content(body, None))
 
 
 class ObservedStorage(FilesystemStorage):

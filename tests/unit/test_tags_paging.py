@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from aiohttp import web
-from proxy.pullthrough.tags import TagPage, _next_query, _paginate
+from proxy.pullthrough.tags import TagPage, _paginate, next_link_query
 
 # As an upstream that ignores n and last returns them: everything, in no particular order.
 ALL_TAGS = ["latest", "1.10", "1.2", "1.9", "2.0", "alpine", "1.0"]
@@ -91,7 +91,7 @@ def test_next_query_is_urlencoded() -> None:
 
 
 async def next_query_from(aiohttp_client: Any, link: str | None) -> str | None:
-    """What _next_query makes of a Link header, as a real response carries it."""
+    """What next_link_query makes of a Link header, as a real response carries it."""
 
     async def tags(request: web.Request) -> web.Response:
         return web.json_response({"tags": []}, headers={} if link is None else {"Link": link})
@@ -100,7 +100,7 @@ async def next_query_from(aiohttp_client: Any, link: str | None) -> str | None:
     app.router.add_get("/v2/a/tags/list", tags)
     client = await aiohttp_client(app)
     async with client.get("/v2/a/tags/list") as resp:
-        return _next_query(resp.links)
+        return next_link_query(resp.links)
 
 
 @pytest.mark.parametrize(
