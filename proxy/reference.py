@@ -9,16 +9,21 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "ALIAS_PATTERN",
     "DOCKER_HUB",
     "DOCKER_HUB_ALIASES",
     "Digest",
     "InvalidReference",
+    "MAX_ALIAS_LENGTH",
+    "RESERVED_ALIASES",
     "Target",
     "canonical_address",
     "parse_address",
+    "parse_alias",
     "parse_digest",
     "parse_tag",
     "resolve_name",
@@ -28,8 +33,15 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 MAX_NAME_LENGTH = 255
+MAX_ALIAS_LENGTH = 63
+# `library` is where Docker Hub's one-part names live (dockerd's mirror requests
+# say /v2/library/ubuntu); `localhost` already names a registry by Docker's rule.
+RESERVED_ALIASES = frozenset({"library", "localhost"})
 
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+# A path component without dots: a first component with a dot or a colon is read as an address.
+ALIAS_PATTERN = r"[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*"
+_ALIAS = re.compile(ALIAS_PATTERN)
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -41,7 +53,7 @@ _DIGEST_HEX = {"sha256": 64, "sha512": 128}
 class InvalidReference(ValueError):
     """A name, tag, digest or address that does not match its grammar.
 
-    ``kind`` is one of "name", "tag", "digest" or "address", so callers can
+    ``kind`` is one of "name", "tag", "digest", "address" or "alias", so callers can
     map it to the right error code without parsing the message.
     """
 
@@ -118,11 +130,34 @@ def parse_address(value: str) -> str:
     return canonical_address(value)
 
 
+def parse_alias(value: str) -> str:
+    """Validate a registry alias: a name clients can put first in a path instead of ``host:port``.
+
+    Any path component without a dot, so that no client reads it as a
+    registry address; not ``library`` nor ``localhost`` (RESERVED_ALIASES).
+    """
+    shown = repr(value[:80])
+    if "." in value or ":" in value:
+        raise InvalidReference("alias", f"alias {shown} has a dot or a colon, so it would be read as a registry "
+                               "address; use lowercase letters and digits separated by '_', '__' or '-'")
+    if value != value.lower():
+        raise InvalidReference("alias", f"use lowercase: {value.lower()[:80]!r} instead of {shown}")
+    if not _ALIAS.fullmatch(value) or len(value) > MAX_ALIAS_LENGTH:
+        raise InvalidReference("alias", f"alias {shown} must be 1 to {MAX_ALIAS_LENGTH} lowercase letters and "
+                               "digits, separated by '_', '__' or '-'")
+    if value in RESERVED_ALIASES:
+        why = ("Docker Hub's namespace of one-part names (`ubuntu` is `library/ubuntu`)" if value == "library"
+               else "a registry address by Docker's rule")
+        raise InvalidReference("alias", f"{shown} cannot be an alias: it is {why}")
+    return value
+
+
 def canonical_address(address: str) -> str:
     return DOCKER_HUB if address in DOCKER_HUB_ALIASES else address
 
 
-def resolve_name(name: str, *, ns: str | None, default: str) -> tuple[Target, bool]:
+def resolve_name(name: str, *, ns: str | None, default: str,
+                 aliases: Mapping[str, str] | None = None) -> tuple[Target, bool]:
     """Split a client's repository name into registry and repository.
 
     Returns the target and whether the registry came from the default (no
@@ -130,15 +165,24 @@ def resolve_name(name: str, *, ns: str | None, default: str) -> tuple[Target, bo
     Docker's rule: the first component is a registry when it contains a dot
     or a colon or is ``localhost``. A prefix in the path beats ``?ns=`` since
     containerd's ``override_path`` mirrors can send both.
+
+    ``aliases`` maps a registry's alias to its address: a first component
+    that is an alias, followed by more, stands for that address. With
+    ``?ns=`` an alias counts only when it stands for the ns registry, since
+    without ``override_path`` containerd sends the registry's own repository
+    name, whose first component may happen to equal an alias.
     """
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidReference("name", f"repository name is longer than {MAX_NAME_LENGTH} characters")
     first, sep, rest = name.partition("/")
+    aliased = (aliases or {}).get(first) if sep else None
     from_default = False
     if sep and _looks_like_registry(first):
         if not _is_address(first):
             raise InvalidReference("name", f"registry {first[:100]!r} in the name is not a valid address")
         registry, repository = canonical_address(first), rest
+    elif aliased is not None and (ns is None or parse_address(ns) == aliased):
+        registry, repository = aliased, rest
     elif ns is not None:
         registry, repository = parse_address(ns), name
     else:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from proxy.errors import ErrorCode, RegistryError
 from proxy.reference import InvalidReference, Target, resolve_name
@@ -15,6 +15,8 @@ __all__ = ["Router", "RoutingPolicy"]
 class RoutingPolicy:
     default_registry: str
     whitelist: frozenset[str] = frozenset()
+    # Registry alias -> address: `proxy/<alias>/team/app` is `proxy/<address>/team/app`.
+    aliases: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def allows(self, registry: str) -> bool:
         return not self.whitelist or registry in self.whitelist
@@ -28,7 +30,7 @@ class Router:
     def resolve(self, name: str, ns: str | None = None) -> Target:
         policy = self._policy()
         try:
-            target, from_default = resolve_name(name, ns=ns, default=policy.default_registry)
+            target, from_default = resolve_name(name, ns=ns, default=policy.default_registry, aliases=policy.aliases)
         except InvalidReference as exc:
             raise RegistryError(ErrorCode.NAME_INVALID, str(exc), detail={"name": name[:300]}) from None
         if not policy.allows(target.registry):
@@ -36,6 +38,8 @@ class Router:
                 message = (f"unprefixed name {name!r} resolves to the default registry {target.registry} "
                            "(registry.default), which is not in registry.whitelist")
             else:
-                message = f"registry {target.registry} is not in registry.whitelist"
+                alias = name.partition("/")[0]
+                named = f" (alias {alias})" if policy.aliases.get(alias) == target.registry else ""
+                message = f"registry {target.registry}{named} is not in registry.whitelist"
             raise RegistryError(ErrorCode.DENIED, message, detail={"registry": target.registry})
         return target

@@ -10,6 +10,7 @@ from proxy.reference import (
     InvalidReference,
     Target,
     parse_address,
+    parse_alias,
     parse_digest,
     parse_tag,
     resolve_name,
@@ -95,6 +96,81 @@ def test_default_registry_is_used_and_reported() -> None:
     target, from_default = resolve("team/app", default="registry.example.com:5000")
     assert target == Target("registry.example.com:5000", "team/app")
     assert from_default is True
+
+
+# --- registry aliases: a path component standing for a registry address ---------
+
+PORTED = "registry.example.com:5000"
+ALIASES = {"example": PORTED, "hub": "docker.io", "team": "127.0.0.1:5001"}
+
+
+def resolve_aliased(name: str, ns: str | None = None) -> tuple[Target, bool]:
+    return resolve_name(name, ns=ns, default="docker.io", aliases=ALIASES)
+
+
+@pytest.mark.parametrize("repository", ["team/app", "app", "a/b/c"])
+def test_an_alias_first_is_routed_as_its_address_would_be(repository: str) -> None:
+    assert resolve_aliased(f"example/{repository}") == resolve_aliased(f"{PORTED}/{repository}")
+    assert resolve_aliased(f"example/{repository}")[0] == Target(PORTED, repository)
+
+
+def test_an_alias_of_docker_hub_gets_library_for_one_part_names() -> None:
+    assert resolve_aliased("hub/ubuntu")[0] == Target("docker.io", "library/ubuntu")
+    assert resolve_aliased("hub/bitnami/redis")[0] == Target("docker.io", "bitnami/redis")
+
+
+def test_a_one_part_name_equal_to_an_alias_stays_a_docker_hub_name() -> None:
+    # `proxy:5000/example` is docker.io/library/example, as without aliases.
+    assert resolve_aliased("example") == (Target("docker.io", "library/example"), True)
+
+
+def test_an_alias_wins_over_a_namespace_of_the_default_registry() -> None:
+    assert resolve_aliased("team/app") == (Target("127.0.0.1:5001", "app"), False)
+    # That namespace stays reachable with the registry's own prefix.
+    assert resolve_aliased("docker.io/team/app")[0] == Target("docker.io", "team/app")
+    assert resolve("team/app")[0] == Target("docker.io", "team/app")
+
+
+def test_an_alias_counts_under_ns_only_when_it_stands_for_the_ns_registry() -> None:
+    # containerd with override_path and the mirror at /v2/example: ns names the same registry.
+    assert resolve_aliased("example/team/app", ns=PORTED) == (Target(PORTED, "team/app"), False)
+    # Without override_path the name is ns's own repository, even when its first component is an alias.
+    assert resolve_aliased("team/app", ns="quay.io") == (Target("quay.io", "team/app"), False)
+    assert resolve_aliased("example/app", ns="docker.io")[0] == Target("docker.io", "example/app")
+    # ns=host:port keeps naming the registry, port and all.
+    assert resolve_aliased("team/app", ns=PORTED)[0] == Target(PORTED, "team/app")
+
+
+def test_an_address_prefix_is_never_taken_for_an_alias() -> None:
+    assert resolve_aliased(f"{PORTED}/example/app")[0] == Target(PORTED, "example/app")
+    assert resolve_aliased("quay.io/example/app")[0] == Target("quay.io", "example/app")
+
+
+@pytest.mark.parametrize("value", ["example", "a", "a-b", "a--b", "a_b", "a__b", "team2", "0", "a" * 63])
+def test_valid_aliases(value: str) -> None:
+    assert parse_alias(value) == value
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ("registry.example", "dot or a colon"),
+    ("example:5000", "dot or a colon"),
+    ("Example", "use lowercase: 'example'"),
+    ("library", "Docker Hub's namespace"),
+    ("localhost", "registry address"),
+    ("", "1 to 63"),
+    ("a" * 64, "1 to 63"),
+    ("-a", "1 to 63"),
+    ("a-", "1 to 63"),
+    ("a___b", "1 to 63"),
+    ("a/b", "1 to 63"),
+    ("a b", "1 to 63"),
+    ("a\nb", "1 to 63"),
+])
+def test_bad_aliases_are_refused_saying_why(value: str, needle: str) -> None:
+    with pytest.raises(InvalidReference) as info:
+        parse_alias(value)
+    assert info.value.kind == "alias"
+    assert needle in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize(

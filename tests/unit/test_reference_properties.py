@@ -20,9 +20,11 @@ from proxy.pullthrough.routing import Router, RoutingPolicy
 from proxy.reference import (
     DOCKER_HUB,
     DOCKER_HUB_ALIASES,
+    RESERVED_ALIASES,
     InvalidReference,
     Target,
     parse_address,
+    parse_alias,
     parse_digest,
     parse_tag,
     resolve_name,
@@ -78,6 +80,9 @@ ipv6_spellings = st.tuples(
     st.just("") | st.sampled_from(["%eth0", "%25eth0", "%@evil.example", "%1"]),
 ).map(lambda t: "[" + {"compressed": t[0].compressed, "exploded": t[0].exploded, "upper": t[0].compressed.upper(),
                        "dotted": f"::ffff:{t[0].packed[-4] % 223 + 1}.0.0.1"}[t[1]] + t[2] + "]")
+# Path components without a dot (restated from the grammar above), but for the two reserved ones.
+registry_aliases = st.from_regex(r"[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*", fullmatch=True).filter(
+    lambda a: len(a) <= 63 and a not in RESERVED_ALIASES)
 tags = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", fullmatch=True)
 digests = st.tuples(st.sampled_from(["sha256", "sha512"]), st.binary()).map(
     lambda pair: f"{pair[0]}:{hashlib.new(pair[0], pair[1]).hexdigest()}")
@@ -153,6 +158,36 @@ def test_an_unprefixed_name_goes_to_ns_or_the_default(repository: str, address: 
     assert by_ns == by_default
     assert by_ns.registry == parse_address(address)
     assert from_default is False
+
+
+@PROPERTY
+@given(alias=registry_aliases, address=addresses, repository=repositories, ns=st.none() | addresses)
+def test_a_name_under_an_alias_resolves_as_under_its_address(alias: str, address: str, repository: str,
+                                                            ns: str | None) -> None:
+    assert parse_alias(alias) == alias
+    aliases = {alias: parse_address(address)}
+    by_alias = resolve_name(f"{alias}/{repository}", ns=None, default="quay.io", aliases=aliases)
+    assert by_alias == resolve_name(f"{address}/{repository}", ns=None, default="quay.io")
+    # Under ?ns= the alias counts only for the ns registry; otherwise the name is ns's own.
+    if ns is not None:
+        under_ns = resolve_name(f"{alias}/{repository}", ns=ns, default="quay.io", aliases=aliases)
+        own = resolve_name(f"{alias}/{repository}", ns=ns, default="quay.io")
+        assert under_ns == (by_alias if parse_address(ns) == aliases[alias] else own)
+
+
+@PROPERTY
+@given(value=anything | mutated(registry_aliases))
+def test_any_alias_is_a_path_component_without_a_dot_or_invalid_reference(value: str) -> None:
+    try:
+        alias = parse_alias(value)
+    except InvalidReference as exc:
+        assert exc.kind == "alias"
+        assert "\n" not in str(exc) and len(str(exc)) < 400
+        return
+    assert re.fullmatch(_PATH_COMPONENT, alias) and "." not in alias and len(alias) <= 63
+    assert alias not in RESERVED_ALIASES
+    # Never read as a registry: an aliased name without aliases goes to the default registry.
+    assert resolve_name(f"{alias}/x", ns=None, default="quay.io") == (Target("quay.io", f"{alias}/x"), True)
 
 
 @PROPERTY
