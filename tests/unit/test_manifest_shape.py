@@ -55,6 +55,37 @@ def test_the_registered_types_in_their_shape_pass(media_type: str, document: dic
     assert manifest_media_type(f"{media_type}; charset=utf-8", body(document), upstream="up.example") == media_type
 
 
+EMPTY = {"mediaType": "application/vnd.oci.empty.v1+json",
+         "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a", "size": 2, "data": "e30="}
+SUBJECT = {"mediaType": OCI_MANIFEST, "digest": "sha256:" + "b" * 64, "size": 500}
+ARTIFACTS = {
+    # cosign and notation: an artifactType of their own, the empty config, a subject.
+    "signature": {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.cncf.notary.signature",
+                  "config": EMPTY, "layers": [{**DESCRIPTOR, "mediaType": "application/jose+json"}],
+                  "subject": SUBJECT, "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": "[]"}},
+    # Content-free, as the image spec suggests: the empty descriptor as its one layer.
+    "empty-layer": {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example+type",
+                    "config": EMPTY, "layers": [EMPTY], "subject": SUBJECT},
+    "helm-chart": {"schemaVersion": 2, "config": {**DESCRIPTOR, "mediaType": "application/vnd.cncf.helm.config.v1+json"},
+                   "layers": [{**DESCRIPTOR, "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip"}]},
+    "no-layers": {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {**DESCRIPTOR, "mediaType": "x/y"},
+                  "layers": []},
+    "index-of-artifacts": {"schemaVersion": 2, "mediaType": OCI_INDEX, "artifactType": "application/vnd.example+type",
+                           "manifests": [DESCRIPTOR], "subject": SUBJECT},
+    "referrers-list": {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {**DESCRIPTOR, "mediaType": OCI_MANIFEST, "artifactType": "application/spdx+json"}]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARTIFACTS))
+def test_oci_artifact_manifests_pass_with_any_config_type_artifact_type_and_subject(name: str) -> None:
+    document = ARTIFACTS[name]
+    media_type = OCI_INDEX if "manifests" in document else OCI_MANIFEST
+    assert manifest_media_type(media_type, body(document), upstream="up.example") == media_type
+    if "mediaType" in document:
+        assert manifest_media_type("application/json", body(document), upstream="up.example") == media_type
+
+
 @pytest.mark.parametrize("generic", [None, "", "application/json", "text/plain; charset=utf-8",
                                      "application/octet-stream"])
 def test_a_generic_content_type_takes_the_bodys_registered_type(generic: str | None) -> None:
