@@ -96,6 +96,9 @@ class LiveState:
         self.upstream_records: dict[str, UpstreamRecord] = {}
         self._known: frozenset[str] = frozenset()
         self.policy = RoutingPolicy(DOCKER_HUB)
+        self.aliases: dict[str, str] = {}
+        # (alias, address) clashes already logged: every admin change reloads.
+        self._alias_clashes: set[tuple[str, str]] = set()
         self.minted = MintedCredentials()
 
     async def reload(self) -> None:
@@ -108,7 +111,7 @@ class LiveState:
             if config.sets_upstream:
                 upstreams[address] = UpstreamRecord(address, config.endpoint, config.insecure, config.ca_cert,
                                                     config.client_cert, config.client_key, config.token_realms,
-                                                    source="config")
+                                                    alias=config.alias, source="config")
         self.records, self.in_use, self.values = records, in_use(records), values
         self.envs, self.admission = envs, Admission(list(envs.values()))
         self.keys = {k: replace(key, last_used=self._key_use.get(k, key.last_used)) for k, key in keys.items()}
@@ -120,9 +123,28 @@ class LiveState:
         self.upstream_records = upstreams
         default = values["registry.default"].value or DOCKER_HUB
         whitelist = parse_whitelist(values["registry.whitelist"].value, key="registry.whitelist")
-        self.policy = RoutingPolicy(parse_address(default), whitelist)
+        self.aliases = self._aliases(upstreams)
+        self.policy = RoutingPolicy(parse_address(default), whitelist, self.aliases)
         self._known = frozenset(set(self._configs) | set(upstreams) | {r.address for r in records}
                                 | set(whitelist) | {self.policy.default_registry})
+
+    def _aliases(self, upstreams: Mapping[str, UpstreamRecord]) -> dict[str, str]:
+        """Alias -> address. The file's aliases first: one set through the API before the file took it is left out."""
+        aliases: dict[str, str] = {}
+        for record in sorted(upstreams.values(), key=lambda u: u.source != "config"):
+            if record.alias is None:
+                continue
+            owner = aliases.setdefault(record.alias, record.address)
+            if owner != record.address and (record.alias, record.address) not in self._alias_clashes:
+                self._alias_clashes.add((record.alias, record.address))
+                log.warning("alias %s of %s (set through the API) is not used: the config file gives it to %s; "
+                            "change it with `registry-proxy upstreams set %s --alias NAME`", record.alias,
+                            record.address, owner, record.address)
+        return aliases
+
+    def alias_of(self, address: str) -> str | None:
+        """The alias that routes to ``address``, if one does."""
+        return next((alias for alias, owner in self.aliases.items() if owner == address), None)
 
     def note_key_use(self, key_id: str) -> None:
         """Remember that a key was just used; written to the store in batches."""

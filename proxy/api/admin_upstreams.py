@@ -1,9 +1,9 @@
 """Admin API for how each registry is reached: /api/v1/upstreams/{address}.
 
 Endpoint URL, insecure mode, a CA bundle trusted for that registry only, a
-client certificate for mutual TLS, and the token realms that may receive the
-registry's credentials. Changes apply to the next pull; no
-daemon anywhere restarts.
+client certificate for mutual TLS, the token realms that may receive the
+registry's credentials, and the alias clients may name it by. Changes apply
+to the next pull; no daemon anywhere restarts.
 """
 
 from __future__ import annotations
@@ -55,7 +55,14 @@ async def change_upstream(request: web.Request) -> web.Response:
     current = live.upstream_records.get(address) or UpstreamRecord(address)
     merged = replace(current, source="api", **{k: v for k, v in body.items()})
     merged = _check_pair(replace(merged, insecure=bool(merged.insecure), token_realms=merged.token_realms or ()))
-    await live.change(lambda: live.upstreams.put(merged))
+
+    async def write() -> UpstreamRecord:
+        # Under the change lock: no other write can take the alias between this check and the put.
+        if "alias" in body:
+            _check_alias(live, merged)
+        return await live.upstreams.put(merged)
+
+    await live.change(write)
     return web.json_response(_view(live, live.upstream_records[address]))
 
 
@@ -94,6 +101,13 @@ def _refuse_config(live: LiveState, address: str) -> None:
                        "there and restart", field="address")
 
 
+def _check_alias(live: LiveState, record: UpstreamRecord) -> None:
+    owner = live.aliases.get(record.alias) if record.alias is not None else None
+    if owner is not None and owner != record.address:
+        raise ApiError(ApiErrorCode.CONFLICT, f"alias {record.alias} already names {owner}: an alias names one "
+                       "registry", field="alias")
+
+
 def _check_pair(record: UpstreamRecord) -> UpstreamRecord:
     """The record, once its client certificate and key are known to go together."""
     if (record.client_cert is None) != (record.client_key is None):
@@ -117,5 +131,5 @@ def _view(live: LiveState, record: UpstreamRecord) -> dict[str, Any]:
         "ca_cert": record.ca_cert,
         "ca_certificates": [{"subject": c.subject, "not_after": c.not_after, "sha256": c.sha256} for c in cas],
         "client_cert": record.client_cert, "client_key_set": record.client_key is not None,
-        "token_realms": list(record.token_realms), "source": record.source,
+        "token_realms": list(record.token_realms), "alias": record.alias, "source": record.source,
     }

@@ -151,10 +151,13 @@ OPENAPI: dict[str, Any] = {
             "parameters": _ADDRESS,
             "get": {"summary": "Show how a registry is reached", "responses": {
                 "200": _json(_ref("Upstream"), "the upstream"), "400": _ERRORS["400"], "401": _ERRORS["401"]}},
-            "patch": {"summary": "Set endpoint, insecure, ca_cert or the client certificate; null clears a field",
+            "patch": {"summary": "Set endpoint, insecure, ca_cert, the client certificate, token_realms or alias; "
+                                 "null clears a field",
                       "requestBody": {"required": True,
                                       "content": {"application/json": {"schema": _ref("UpstreamChange")}}},
-                      "responses": {"200": _json(_ref("Upstream"), "changed"), **_ERRORS}},
+                      "responses": {"200": _json(_ref("Upstream"), "changed"), **_ERRORS,
+                                    "409": _json(_ref("Error"), "managed by the config file, or the alias names "
+                                                                "another registry")}},
             "delete": {"summary": "Forget what the API set for this registry", "responses": {
                 "204": {"description": "deleted"}, "400": _ERRORS["400"], "401": _ERRORS["401"], "404": _ERRORS["404"],
                 "409": _ERRORS["409"]}},
@@ -217,6 +220,7 @@ OPENAPI: dict[str, Any] = {
                 "ca_certificates": {"type": "array", "items": {"type": "object", "properties": {
                     "subject": _STRING, "not_after": _STRING, "sha256": _STRING}}}, "client_cert": _NULLABLE,
                 "client_key_set": {"type": "boolean"}, "token_realms": {"type": "array", "items": _STRING},
+                "alias": {**_NULLABLE, "description": "the name clients may use instead of the address"},
                 "source": {"enum": ["default", "config", "api"]}}},
             "UpstreamChange": body_schema(UPSTREAM_CHANGE),
             "Certificate": {"type": "object", "properties": {

@@ -132,6 +132,7 @@ def _registries(app: web.Application, environment: str, now: float) -> list[dict
         upstream = observer.upstreams.get(address)
         row: dict[str, Any] = {
             "address": address,
+            "alias": live.alias_of(address),
             # "other" stands for every registry named only by clients.
             "endpoint": live.endpoint(address).url if address != OTHER else None,
             "kind": chosen.kind if chosen else (records[-1].kind if records else "anonymous"),

@@ -1,4 +1,5 @@
-"""``registry-proxy upstreams ...``: how each registry is reached (endpoint, TLS trust, client certificate).
+"""``registry-proxy upstreams ...``: how each registry is reached (endpoint, TLS trust, client certificate),
+and the alias clients may name it by.
 
 Only the options given change; a ``--no-...`` option clears its setting.
 Certificate files are sent as their CERTIFICATE blocks only, so a key that
@@ -23,13 +24,13 @@ from proxy.config.connection import certificates_only
 
 __all__ = ["add_upstreams_parser"]
 
-_UPSTREAM_COLUMNS = ("ADDRESS", "ENDPOINT", "INSECURE", "CA CERTS", "CA EXPIRES", "CLIENT CERT", "SOURCE")
+_UPSTREAM_COLUMNS = ("ADDRESS", "ALIAS", "ENDPOINT", "INSECURE", "CA CERTS", "CA EXPIRES", "CLIENT CERT", "SOURCE")
 _KEY_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----\r?\n.*?-----END \1PRIVATE KEY-----", re.DOTALL)
 
 
 def add_upstreams_parser(sub: Actions, common: argparse.ArgumentParser) -> None:
     upstreams = sub.add_parser("upstreams", help="how each registry is reached: endpoint, TLS trust, client "
-                               "certificate (admin API)",
+                               "certificate; its alias (admin API)",
                                description="How the proxy reaches each registry. A change applies to the next "
                                "pull and outlives restarts; registries set in the config file change there only.")
     actions = upstreams.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -57,6 +58,11 @@ def add_upstreams_parser(sub: Actions, common: argparse.ArgumentParser) -> None:
     set_.add_argument("--client-key", metavar="FILE", help="its unencrypted PEM private key; sent once, never "
                       "shown again")
     set_.add_argument("--no-client-cert", action="store_true", help="drop the client certificate and its key")
+    alias = set_.add_mutually_exclusive_group()
+    alias.add_argument("--alias", metavar="NAME", help="let clients write NAME instead of ADDRESS as the first "
+                       "path component (proxy:5000/NAME/team/app:1), for an address with a port; lowercase letters "
+                       "and digits separated by _, __ or -")
+    alias.add_argument("--no-alias", action="store_true", help="drop the alias")
 
 
 # Handlers
@@ -69,7 +75,7 @@ def _list(client: AdminClient, args: argparse.Namespace) -> None:
     rows = []
     for u in items_of(answer, "upstreams"):
         cas = _certificates(u)
-        rows.append([text(u.get("address")), text(u.get("endpoint")), yes_no(u.get("insecure")),
+        rows.append([text(u.get("address")), text(u.get("alias")), text(u.get("endpoint")), yes_no(u.get("insecure")),
                      str(len(cas)) if cas else "-", _earliest_expiry(cas), yes_no(bool(u.get("client_cert"))),
                      text(u.get("source"))])
     print_table(_UPSTREAM_COLUMNS, rows)
@@ -109,9 +115,13 @@ def _set(client: AdminClient, args: argparse.Namespace) -> None:
         key = _read_key(args.client_key)
         changes["client_key"] = key
         secrets.append(key)
+    if args.alias is not None:
+        changes["alias"] = args.alias
+    elif args.no_alias:
+        changes["alias"] = None
     if not changes:
-        raise UsageError("nothing to change: give --endpoint, --insecure, --ca-cert or --client-cert and "
-                         "--client-key, or a --no-... option to clear one")
+        raise UsageError("nothing to change: give --endpoint, --insecure, --ca-cert, --client-cert and "
+                         "--client-key or --alias, or a --no-... option to clear one")
     _print_upstream(args, client.change_upstream(args.address, changes, secrets=secrets))
 
 
@@ -168,7 +178,8 @@ def _earliest_expiry(cas: list[dict[str, Any]]) -> str:
 def _print_upstream(args: argparse.Namespace, upstream: dict[str, Any]) -> None:
     if args.json:
         return print_json(upstream)
-    pairs = [("address", text(upstream.get("address"))), ("endpoint", text(upstream.get("endpoint"))),
+    pairs = [("address", text(upstream.get("address"))), ("alias", text(upstream.get("alias"))),
+             ("endpoint", text(upstream.get("endpoint"))),
              ("insecure", yes_no(upstream.get("insecure")))]
     cas = _certificates(upstream)
     for n, ca in enumerate(cas, 1):

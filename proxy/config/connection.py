@@ -1,4 +1,5 @@
-"""How a registry is reached: endpoint URL, insecure mode, CA bundle, client certificate, token realms.
+"""How a registry is reached: endpoint URL, insecure mode, CA bundle, client certificate, token realms;
+and the alias clients may name it by.
 
 Declared once for a `registries:` entry of the config file (certificates
 named by path) and for PATCH /api/v1/upstreams/{address} (certificates
@@ -16,8 +17,9 @@ from typing import Any
 from proxy.credentials.certs import parse_bundle
 from proxy.credentials.schema import Field, Group, Invalid, ValueType
 from proxy.credentials.value_types import FLAG, text
+from proxy.reference import ALIAS_PATTERN, MAX_ALIAS_LENGTH, InvalidReference, parse_alias
 
-__all__ = ["CA_CERT", "CLIENT_CERT", "CLIENT_KEY", "CONNECTION_FIELDS", "ENDPOINT", "INSECURE", "TOKEN_REALMS",
+__all__ = ["ALIAS", "CA_CERT", "CLIENT_CERT", "CLIENT_KEY", "CONNECTION_FIELDS", "ENDPOINT", "INSECURE", "TOKEN_REALMS",
            "UPSTREAM_CHANGE", "certificates_only", "endpoint_url", "realm_origins"]
 
 _ENDPOINT = re.compile(r"https?://[^/\s?#@]+/?")
@@ -77,6 +79,20 @@ def _endpoint_from_file(value: Any, base: Path) -> str:
         raise Invalid("Use a URL such as https://host:port, without a path.") from None
 
 
+def _alias_from_json(value: str, name: str) -> str:
+    try:
+        return parse_alias(value)
+    except InvalidReference as exc:
+        raise Invalid(str(exc)) from None
+
+
+def _alias_from_file(value: Any, base: Path) -> str:
+    try:
+        return parse_alias(text(value))
+    except InvalidReference as exc:
+        raise Invalid(f"Not usable as an alias: {exc}.") from None
+
+
 def _read_pem(value: Any, base: Path) -> str:
     try:
         return (base / text(value)).read_text()
@@ -122,6 +138,14 @@ TOKEN_REALMS = Field("token_realms", ValueType((list,), {"type": "array", "items
                      "credentials (scheme, host and port count). Without them credentials go only to a realm on the "
                      "registry's own host and port, or Docker Hub's auth.docker.io", nullable=True)
 
-CONNECTION_FIELDS = (ENDPOINT, INSECURE, CA_CERT, CLIENT_CERT, CLIENT_KEY, TOKEN_REALMS)
+_ALIAS_SCHEMA = {"type": "string", "pattern": f"^{ALIAS_PATTERN}$", "maxLength": MAX_ALIAS_LENGTH}
+ALIAS = Field("alias", ValueType((str,), _ALIAS_SCHEMA, _ALIAS_SCHEMA, from_file=_alias_from_file,
+                                 from_json=_alias_from_json),
+              "A name clients may use as the first path component instead of the address, as in "
+              "proxy:5000/<alias>/team/app:1, for an address with a port (which cannot appear in a path). "
+              "Lowercase letters and digits separated by '_', '__' or '-'; no dot; not `library` or `localhost`; "
+              "one registry per alias. It wins over a namespace of the same name on the default registry", nullable=True)
+
+CONNECTION_FIELDS = (ENDPOINT, INSECURE, CA_CERT, CLIENT_CERT, CLIENT_KEY, TOKEN_REALMS, ALIAS)
 UPSTREAM_CHANGE = Group("UpstreamChange", "What to change of how a registry is reached; null clears a field",
                         CONNECTION_FIELDS)

@@ -38,11 +38,14 @@ class RegistryConfig:
     credential: CredentialInput | None = None
     # Origins (scheme://host:port) of token realms that may receive the credentials.
     token_realms: tuple[str, ...] = ()
+    # What clients may write instead of the address as the first path component.
+    alias: str | None = None
 
     @property
     def sets_upstream(self) -> bool:
-        """Whether the file decides how to reach this registry (endpoint, TLS or token realms)."""
-        return bool(self.endpoint or self.insecure or self.ca_cert or self.client_cert or self.token_realms)
+        """Whether the file decides how to reach this registry (endpoint, TLS, token realms) and its alias."""
+        return bool(self.endpoint or self.insecure or self.ca_cert or self.client_cert or self.token_realms
+                    or self.alias)
 
 
 def registries_from(entries: list[dict[str, Any]]) -> tuple[dict[str, RegistryConfig],
@@ -54,8 +57,10 @@ def registries_from(entries: list[dict[str, Any]]) -> tuple[dict[str, RegistryCo
     """
     out: dict[str, RegistryConfig] = {}
     credentials: dict[CredentialKey, CredentialInput] = {}
+    # Address -> the key of the entry that holds its settings, for naming a clash of aliases.
+    keys: dict[str, str] = {}
     for i, entry in enumerate(entries):
-        key = f"registries[{i}]"
+        key = keys[entry["address"]] = f"registries[{i}]"
         if (entry.get("client_cert") is None) != (entry.get("client_key") is None):
             raise SettingsError(f"Config '{key}' sets only one of client_cert and client_key. Set both.")
         if entry.get("client_cert") is not None:
@@ -75,8 +80,21 @@ def registries_from(entries: list[dict[str, Any]]) -> tuple[dict[str, RegistryCo
             client_key=entry.get("client_key"),
             credential=credential,
             token_realms=entry.get("token_realms", ()),
+            alias=entry.get("alias"),
         )
+    _check_aliases(out, keys)
     return out, credentials
+
+
+def _check_aliases(registries: Mapping[str, RegistryConfig], keys: Mapping[str, str]) -> None:
+    owners: dict[str, str] = {}
+    for address, config in registries.items():
+        if config.alias is None:
+            continue
+        owner = owners.setdefault(config.alias, address)
+        if owner != address:
+            raise SettingsError(f"Config '{keys[address]}.alias' has value '{config.alias}'. {keys[owner]} "
+                                f"({owner}) has it already: an alias names one registry.")
 
 
 def _credential(key: str, entry: Mapping[str, Any]) -> CredentialInput | None:

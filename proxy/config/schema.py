@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from proxy.config.connection import CA_CERT, CLIENT_CERT, CLIENT_KEY, ENDPOINT, INSECURE, TOKEN_REALMS
+from proxy.config.connection import ALIAS, CA_CERT, CLIENT_CERT, CLIENT_KEY, ENDPOINT, INSECURE, TOKEN_REALMS
 from proxy.config.environments import ENVIRONMENT_ENTRY, NETWORKS
 from proxy.config.runtime import SETTINGS
 from proxy.credentials.fields import (
@@ -132,9 +132,10 @@ UPSTREAM = Group("upstream", "How long upstreams may take, and when one that kee
           "Connection failures and timeouts in a row after which an upstream is not asked for a while"),
     Field("pause", _at_least(0.1), "How long such an upstream is left alone before one request probes it"),
 ))
-_ENTRY_FIELDS = (ADDRESS_FIELD, ENVIRONMENT, ENDPOINT, USERNAME, PASSWORD, SECRET_FILES["password"], EMAIL, INSECURE, CA_CERT,
-                 CLIENT_CERT, CLIENT_KEY, KIND, ACCESS_KEY_ID, SECRET_ACCESS_KEY, SECRET_FILES["secret_access_key"],
-                 ROLE_ARN, AWS_ENDPOINT_URL, RENEW_MARGIN, SECRET_FILES["json_key"], MODE, TOKEN_REALMS)
+_ENTRY_FIELDS = (ADDRESS_FIELD, ALIAS, ENVIRONMENT, ENDPOINT, USERNAME, PASSWORD, SECRET_FILES["password"], EMAIL,
+                 INSECURE, CA_CERT, CLIENT_CERT, CLIENT_KEY, KIND, ACCESS_KEY_ID, SECRET_ACCESS_KEY,
+                 SECRET_FILES["secret_access_key"], ROLE_ARN, AWS_ENDPOINT_URL, RENEW_MARGIN, SECRET_FILES["json_key"],
+                 MODE, TOKEN_REALMS)
 REGISTRY_ENTRY = Group(
     "registry", "One upstream registry: how to reach it, and its credential", _ENTRY_FIELDS,
     null_is_unset=True, on_missing="Every registry needs an address.",

@@ -83,6 +83,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE upstreams ADD COLUMN token_realms TEXT NOT NULL DEFAULT '[]';
     """,
+    """
+    ALTER TABLE upstreams ADD COLUMN alias TEXT;
+    CREATE UNIQUE INDEX upstreams_alias ON upstreams (alias);
+    """,
 )
 
 

@@ -1,4 +1,5 @@
-"""How to reach a registry address: endpoint URL, insecure mode, CA and client certificate, token realms.
+"""How to reach a registry address: endpoint URL, insecure mode, CA and client certificate, token realms;
+and the alias clients may name it by (unique: one registry per alias).
 
 Kept per address, not per credential: every credential for an address
 talks to the same server. The client key is sealed like a password.
@@ -26,6 +27,7 @@ class UpstreamRecord:
     client_cert: str | None = None
     client_key: str | None = field(default=None, repr=False)
     token_realms: tuple[str, ...] = ()
+    alias: str | None = None
     source: str = "api"
     updated: float | None = None
 
@@ -45,12 +47,12 @@ class UpstreamStore:
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO upstreams (address, endpoint, insecure, ca_cert, client_cert, client_key, token_realms,"
-                " updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET"
+                " alias, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET"
                 " endpoint = excluded.endpoint, insecure = excluded.insecure, ca_cert = excluded.ca_cert,"
                 " client_cert = excluded.client_cert, client_key = excluded.client_key,"
-                " token_realms = excluded.token_realms, updated = excluded.updated",
+                " token_realms = excluded.token_realms, alias = excluded.alias, updated = excluded.updated",
                 (record.address, record.endpoint, int(record.insecure), record.ca_cert, record.client_cert, sealed,
-                 json.dumps(list(record.token_realms)), time.time()))
+                 json.dumps(list(record.token_realms)), record.alias, time.time()))
 
         await self._db.transaction(write)
         return record
@@ -65,4 +67,5 @@ class UpstreamStore:
         key = None if row["client_key"] is None else self._box.open(row["client_key"], f"upstreams:{row['address']}")
         return UpstreamRecord(address=row["address"], endpoint=row["endpoint"], insecure=bool(row["insecure"]),
                               ca_cert=row["ca_cert"], client_cert=row["client_cert"], client_key=key,
-                              token_realms=tuple(json.loads(row["token_realms"])), updated=row["updated"])
+                              token_realms=tuple(json.loads(row["token_realms"])), alias=row["alias"],
+                              updated=row["updated"])

@@ -175,10 +175,10 @@ def test_insecure_list_show_and_rm(self_signed: Upstream, oci_layout: Path, make
 
     cli.ok("upstreams", "set", "quay.io", "--ca-cert", str(self_signed.ca_file))
     assert cli.table("upstreams", "list") == [
-        {"ADDRESS": "quay.io", "ENDPOINT": "https://quay.io", "INSECURE": "no", "CA CERTS": "1",
+        {"ADDRESS": "quay.io", "ALIAS": "-", "ENDPOINT": "https://quay.io", "INSECURE": "no", "CA CERTS": "1",
          "CA EXPIRES": cli.table("upstreams", "ls")[0]["CA EXPIRES"], "CLIENT CERT": "no", "SOURCE": "api"},
-        {"ADDRESS": NAME, "ENDPOINT": self_signed.url, "INSECURE": "no", "CA CERTS": "-", "CA EXPIRES": "-",
-         "CLIENT CERT": "no", "SOURCE": "api"}]
+        {"ADDRESS": NAME, "ALIAS": "-", "ENDPOINT": self_signed.url, "INSECURE": "no", "CA CERTS": "-",
+         "CA EXPIRES": "-", "CLIENT CERT": "no", "SOURCE": "api"}]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d", cli.table("upstreams", "list")[0]["CA EXPIRES"])
     assert json.loads(cli.ok("upstreams", "list", "--json"))["upstreams"][1]["endpoint"] == self_signed.url
     assert cli.fields("upstreams", "set", "quay.io", "--no-ca-cert")["ca cert"] == "-"
@@ -194,8 +194,8 @@ def test_insecure_list_show_and_rm(self_signed: Upstream, oci_layout: Path, make
 
     assert cli.ok("upstreams", "rm", NAME) == f"removed the upstream settings for {NAME}\n"
     assert cli.fields("upstreams", "show", NAME) == {
-        "address": NAME, "endpoint": f"https://{NAME}", "insecure": "no", "ca cert": "-", "client cert": "-",
-        "client key": "-", "source": "default"}
+        "address": NAME, "alias": "-", "endpoint": f"https://{NAME}", "insecure": "no", "ca cert": "-",
+        "client cert": "-", "client key": "-", "source": "default"}
     assert cli.fail("upstreams", "rm", NAME) == f"registry-proxy: nothing is set for {NAME} (field: address)"
     assert cli.ok("upstreams", "rm", "quay.io", "--json") == ""
     assert cli.table("upstreams", "list") == []

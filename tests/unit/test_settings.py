@@ -166,6 +166,43 @@ def test_later_registries_entry_for_the_same_address_wins(tmp_path: Path) -> Non
     assert set(settings.registries) == {"docker.io", "quay.io"}
 
 
+def test_an_alias_is_read_and_puts_the_registry_under_the_file(tmp_path: Path) -> None:
+    settings = load(tmp_path, """
+        registries:
+          - {address: "registry.example.com:5000", alias: example}
+          - {address: "10.0.0.5:5000", alias: lab_2, username: u, password: p}
+    """)
+    assert settings.registries["registry.example.com:5000"] == RegistryConfig("registry.example.com:5000",
+                                                                              alias="example")
+    assert settings.registries["10.0.0.5:5000"].alias == "lab_2"
+    # The file names the registry; `upstreams set` may not rename it.
+    assert settings.registries["registry.example.com:5000"].sets_upstream
+
+
+@pytest.mark.parametrize(("text", "needles"), [
+    ("registries: [{address: quay.io, alias: q.io}]",
+     ["Config 'registries[0].alias' has value 'q.io'. Not usable as an alias", "dot or a colon"]),
+    ("registries: [{address: quay.io, alias: Quay}]", ["'registries[0].alias'", "use lowercase: 'quay'"]),
+    ("registries: [{address: quay.io, alias: library}]", ["'registries[0].alias'", "Docker Hub's namespace"]),
+    ("registries: [{address: quay.io, alias: [a]}]", ["'registries[0].alias'", "Not a string"]),
+    ("registries: [{address: 'a.io:1', alias: x}, {address: b.io, alias: y}, {address: 'c.io:2', alias: x}]",
+     ["Config 'registries[2].alias' has value 'x'. registries[0] (a.io:1) has it already"]),
+])
+def test_alias_errors_name_the_key(tmp_path: Path, text: str, needles: list[str]) -> None:
+    message = error(tmp_path, text)
+    for needle in needles:
+        assert needle in message, message
+
+
+def test_one_alias_on_two_entries_for_one_address_is_no_clash(tmp_path: Path) -> None:
+    settings = load(tmp_path, """
+        registries:
+          - {address: "a.io:1", alias: x}
+          - {address: "a.io:1", alias: x, username: u, password: p}
+    """)
+    assert settings.registries["a.io:1"].alias == "x"
+
+
 def test_a_username_without_a_password_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match=r"'registries\[0\]\.password'.*password is required"):
         load(tmp_path, "registries: [{address: quay.io, username: q}]")
