@@ -25,7 +25,10 @@ MAX_ERROR_BODY = 64 * 1024
 
 E = TypeVar("E", bound=BaseException)
 
-_NOT_FOUND = {EndpointKind.MANIFEST: ErrorCode.MANIFEST_UNKNOWN, EndpointKind.BLOB: ErrorCode.BLOB_UNKNOWN}
+# A plain 404 on the referrers path is a registry without that API, not an unknown repository: oras-go
+# and notation fall back to the referrers tag on any 404 but one with NAME_UNKNOWN.
+_NOT_FOUND = {EndpointKind.MANIFEST: ErrorCode.MANIFEST_UNKNOWN, EndpointKind.BLOB: ErrorCode.BLOB_UNKNOWN,
+              EndpointKind.REFERRERS: ErrorCode.MANIFEST_UNKNOWN}
 _PASSED_THROUGH = {ErrorCode.NAME_UNKNOWN, ErrorCode.MANIFEST_UNKNOWN, ErrorCode.BLOB_UNKNOWN,
                    ErrorCode.NAME_INVALID, ErrorCode.TAG_INVALID, ErrorCode.DIGEST_INVALID}
 

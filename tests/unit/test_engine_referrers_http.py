@@ -41,7 +41,7 @@ class ReferrersRegistry:
     """A registry with only the referrers API; ``mode`` says how it answers, ``page_size`` whether it pages."""
 
     def __init__(self) -> None:
-        self.mode = "filters"  # "filters", "ignores-filter", "without-api" or "failing"
+        self.mode = "filters"  # "filters", "ignores-filter", "without-api", "unknown-repository" or "failing"
         self.page_size: int | None = None
         self.queries: list[dict[str, str]] = []
 
@@ -55,6 +55,9 @@ class ReferrersRegistry:
         match = re.fullmatch(r"/v2/(?P<name>.+)/referrers/(?P<digest>sha256:[0-9a-f]{64})", request.path)
         if self.mode == "failing":
             return web.Response(status=503, text="down for maintenance")
+        if self.mode == "unknown-repository":
+            return web.json_response({"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known"}]},
+                                     status=404)
         if self.mode == "without-api" or match is None:
             # What distribution 2.8's router answers for a path it has no route for.
             return web.Response(status=404, text="404 page not found\n")
@@ -146,8 +149,16 @@ async def test_an_upstream_without_the_api_gets_its_clients_a_404_so_they_read_t
     url, registry = proxy
     registry.mode = "without-api"
     status, _, body = await fetch(url)
-    assert status == 404
-    assert f"sha256-{SUBJECT.hex}" in json.loads(body)["errors"][0]["message"]
+    error = json.loads(body)["errors"][0]
+    # Not NAME_UNKNOWN: oras-go and notation take a 404 with that code for a missing repository, and do not
+    # fall back to the tag then.
+    assert (status, error["code"]) == (404, "MANIFEST_UNKNOWN")
+    assert f"sha256-{SUBJECT.hex}" in error["message"]
+
+    # A 1.1 registry that says the repository is unknown is passed on as it said it.
+    registry.mode = "unknown-repository"
+    status, _, body = await fetch(url)
+    assert (status, json.loads(body)["errors"][0]["code"]) == (404, "NAME_UNKNOWN")
 
 
 async def test_a_subject_that_is_not_a_digest_is_invalid(proxy: tuple[URL, ReferrersRegistry]) -> None:
