@@ -17,6 +17,7 @@ import trustme
 from .daemons import Containerd, assert_through_proxy, hub_and_quay, layer_file, mounts_under
 from .images import ImageInfo, build_image, push, read_blob
 from .proxyproc import ProxyFactory, ProxyProcess
+from .tools import free_port
 from .upstream import Upstream
 
 
@@ -113,6 +114,28 @@ def test_other_registry_with_override_path(containerd: Containerd, plain_upstrea
     assert_pulled(containerd, "quay.io/team/tool:1", image, oci_layout, tmp_path / "rootfs")
     assert_through_proxy(proxy, plain_upstream, image, "team/tool", "1", proxy_repo="quay.io/team/tool",
                          registry="quay.io")
+
+
+@pytest.mark.parametrize("mirror", ["ns", "alias"])
+def test_registry_with_a_port_by_ns_or_through_its_alias(containerd: Containerd, plain_upstream: Upstream,
+                                                         oci_layout: Path, make_proxy: ProxyFactory, tmp_path: Path,
+                                                         mirror: str) -> None:
+    """README, containerd: certs.d/<host:port>/hosts.toml. containerd asks for
+    /v2/team/tool/...?ns=<host:port>, which names the registry port and all;
+    or, with override_path, for the registry's alias as a path prefix."""
+    image = seeded(plain_upstream, oci_layout, "team/tool")
+    # Nothing listens on the registry's own address: only the proxy can serve the pull.
+    address = f"127.0.0.1:{free_port()}"
+    proxy = make_proxy({"registries": [{"address": address, "endpoint": plain_upstream.url, "alias": "ported"}]})
+    host = (f'[host."http://{proxy.host}"]\n  capabilities = ["pull", "resolve"]\n' if mirror == "ns" else
+            f'[host."http://{proxy.host}/v2/ported"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n')
+    hosts = hosts_dir(tmp_path / "certs.d", {address: f'server = "http://{address}"\n\n{host}'})
+
+    ref = f"{address}/team/tool:1"
+    pull(containerd, hosts, ref)
+    assert_pulled(containerd, ref, image, oci_layout, tmp_path / "rootfs")
+    assert_through_proxy(proxy, plain_upstream, image, "team/tool", "1",
+                         proxy_repo="team/tool" if mirror == "ns" else "ported/team/tool", registry=address)
 
 
 def _https_proxy(make_proxy: ProxyFactory, upstream: Upstream, base: Path) -> tuple[ProxyProcess, Path]:

@@ -30,7 +30,7 @@ from .daemons import (
 )
 from .images import ImageInfo, build_image, push
 from .proxyproc import ProxyFactory
-from .tools import require_binary
+from .tools import free_port, require_binary
 from .upstream import Upstream
 
 
@@ -136,3 +136,30 @@ def test_docker_hub_through_a_registry_mirror(podman: Podman, plain_upstream: Up
     assert_pulled(podman, "docker.io/library/alpine-like:1", pulled, image, oci_layout)
     assert_through_proxy(proxy, plain_upstream, image, "library/alpine-like", "1",
                          proxy_repo=f"{path.lstrip('/')}/library/alpine-like".lstrip("/"), registry="docker.io")
+
+
+def test_registry_with_a_port_through_its_alias(podman: Podman, plain_upstream: Upstream, oci_layout: Path,
+                                                make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    """README, podman: a registry with a port is mirrored to its alias, `location = "proxy:5000/<alias>"`;
+    `proxy:5000/host:port` is no location podman can use."""
+    image = build_image(oci_layout, "1")
+    push(plain_upstream, oci_layout, "1", "team/app")
+    # Nothing listens on the registry's own address: only the mirror can serve the pull.
+    address = f"127.0.0.1:{free_port()}"
+    proxy = make_proxy({"registries": [{"address": address, "endpoint": plain_upstream.url, "alias": "team-registry"}]})
+    (tmp_path / "registries.conf").write_text(
+        '[[registry]]\n'
+        f'prefix = "{address}"\n'
+        f'location = "{address}"\n'
+        'insecure = true\n'
+        '\n'
+        '[[registry.mirror]]\n'
+        f'location = "{proxy.host}/team-registry"\n'
+        'insecure = true\n'
+    )
+
+    ref = f"{address}/team/app:1"
+    pulled = podman.pull(ref)
+    assert_pulled(podman, ref, pulled, image, oci_layout)
+    assert_through_proxy(proxy, plain_upstream, image, "team/app", "1", proxy_repo="team-registry/team/app",
+                         registry=address)
