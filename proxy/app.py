@@ -87,6 +87,8 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         await live.registries.sync_config(settings.credentials)
         await live.settings.seed({name: settings.file_settings.get(name) for name in SETTING_DEFAULTS})
         await live.reload()
+        for warning in live.setting_warnings():
+            log.warning("%s", warning)
         app[LIVE] = live
         app[PULL_AUTH] = PullAuth(live, TokenSigner(secret_key), app[OBSERVER], external_url=settings.external_url,
                                   trusted_proxies=settings.trusted_proxies)

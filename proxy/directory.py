@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TypeVar
 
+from yarl import URL
+
 from proxy.config.settings import RegistryConfig, parse_whitelist
 from proxy.credentials.minting import MintedCredentials
 from proxy.credentials.providers import MintError
@@ -28,6 +30,7 @@ from proxy.store.pullkeys import PullKeyRecord
 from proxy.store.runtime_settings import SettingsStore, SettingValue
 from proxy.store.upstreams import UpstreamRecord, UpstreamStore
 from proxy.upstream.endpoints import DOCKER_HUB_API, Credentials, Endpoint
+from proxy.upstream.guard import is_private_host
 from proxy.upstream.tls import TlsOptions
 
 __all__ = ["Admission", "LiveState"]
@@ -197,6 +200,21 @@ class LiveState:
         return Endpoint(registry, upstream.endpoint or default, configured=True, insecure=upstream.insecure, tls=tls,
                         token_realms=upstream.token_realms)
 
+    def setting_warnings(self) -> list[str]:
+        """Why the run-time settings, as they stand, make unprefixed pulls fail; said where they are set and at start."""
+        policy = self.policy
+        default = policy.default_registry
+        warnings = []
+        if not policy.allows(default):
+            warnings.append(f"the default registry {default} is not in registry.whitelist: "
+                            "unprefixed pulls will now fail")
+        endpoint = self.endpoint(default)
+        if not endpoint.configured and is_private_host(URL(endpoint.url).host or ""):
+            warnings.append(f"the default registry {default} is a loopback or private address and not a configured "
+                            "registry, so the SSRF guard refuses it: unprefixed pulls will now fail; configure it "
+                            "under `registries:` or with `registry-proxy upstreams set`")
+        return warnings
+
     def known_registries(self) -> frozenset[str]:
         """Registries an operator named anywhere: these keep their name in metrics."""
         return self._known
@@ -217,12 +235,14 @@ class LiveState:
             return None
         access = self.credential_id(environment, registry)
         if record.kind not in MINTED_KINDS:
-            return None if record.password is None else Credentials(record.username, record.password, id=access)
+            return None if record.password is None else Credentials(record.username, record.password, id=access,
+                                                                    name=_named(record.id, record.username))
         try:
             minted = await self.minted.get(f"cred:{record.id}")
         except MintError as exc:
             raise RegistryError(ErrorCode.UNAUTHORIZED, f"no usable credentials for {registry}: {exc}") from None
-        return Credentials(minted.username, minted.password, id=access, minted=True)
+        return Credentials(minted.username, minted.password, id=access, minted=True,
+                           name=_named(record.id, minted.username))
 
     async def renew_credentials(self, environment: str, registry: str) -> Credentials | None:
         record = self.in_use.get((environment, registry))
@@ -235,10 +255,14 @@ class LiveState:
         if minted is None:
             return None
         return Credentials(minted.username, minted.password, id=self.credential_id(environment, registry),
-                           minted=True)
+                           minted=True, name=_named(record.id, minted.username))
 
     def credential_note(self, environment: str, registry: str) -> str | None:
         if (environment, registry) not in self.in_use and any(
                 r.address == registry and r.environment == environment for r in self.records):
             return f"the credential for {registry} in environment {environment} is deactivated"
         return None
+
+
+def _named(credential_id: int, username: str) -> str:
+    return f"credential {credential_id} (user {username})"

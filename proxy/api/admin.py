@@ -234,10 +234,9 @@ async def set_setting(request: web.Request) -> web.Response:
     live = request.config_dict[LIVE]
     setting = await live.change(lambda: live.settings.set(name, value))
     answer = _setting(setting)
-    policy = live.policy
-    if not policy.allows(policy.default_registry):
-        answer["warnings"] = [f"the default registry {policy.default_registry} is not in registry.whitelist: "
-                              "unprefixed pulls will now fail"]
+    warnings = live.setting_warnings()
+    if warnings:
+        answer["warnings"] = warnings
     return web.json_response(answer)
 
 

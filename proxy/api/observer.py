@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from proxy.api.failure_log import FailureLog
 from proxy.pullthrough.ports import BodySource, CacheResult
 from proxy.storage.base import VerifyReport
 from proxy.upstream.endpoints import EndpointKind
@@ -29,10 +30,14 @@ OTHER = "other"
 
 @dataclass
 class UpstreamState:
+    # The last answer of any kind (a 5xx or a refusal too), and the last that was not a failure.
     last_status: int | None = None
     last_latency: float | None = None
     last_seen: float | None = None
+    last_success: tuple[float, int, float] | None = None  # (time, status, latency)
     last_failure: float | None = None
+    # (time, policy, message): a request the proxy refused to send, so the upstream was never contacted.
+    blocked: tuple[float, str, str] | None = None
     ratelimit_remaining: int | None = None
     # (time, message, repeats): the same message again bumps the count.
     errors: deque[list[Any]] = field(default_factory=lambda: deque(maxlen=10))
@@ -40,8 +45,10 @@ class UpstreamState:
 
 class Observer:
     def __init__(self, known_registries: Callable[[], Iterable[str]],
-                 environments: Callable[[], Collection[str]] = lambda: ()) -> None:
+                 environments: Callable[[], Collection[str]] = lambda: (),
+                 failure_log: FailureLog | None = None) -> None:
         self._known = known_registries
+        self._failure_log = failure_log or FailureLog()
         self._environments = environments
         self.registry = CollectorRegistry(auto_describe=True)
         self.started = time.time()
@@ -120,7 +127,10 @@ class Observer:
 
     def upstream_answered(self, registry: str, status: int, seconds: float, ratelimit: str | None) -> None:
         state = self._state(registry)
-        state.last_status, state.last_latency, state.last_seen = status, seconds, time.time()
+        now = time.time()
+        state.last_status, state.last_latency, state.last_seen = status, seconds, now
+        if status < 400:
+            state.last_success = (now, status, seconds)
         if ratelimit is not None:
             # Docker Hub: "ratelimit-remaining: 76;w=21600"
             try:
@@ -129,7 +139,7 @@ class Observer:
                 pass
         self.upstream_duration.labels(self.label(registry)).observe(seconds)
 
-    def upstream_failed(self, registry: str, message: str) -> None:
+    def upstream_failed(self, registry: str, message: str, *, endpoint: str | None = None) -> None:
         state = self._state(registry)
         now = time.time()
         state.last_failure = now
@@ -138,6 +148,11 @@ class Observer:
             state.errors[-1][2] += 1
         else:
             state.errors.append([now, message, 1])
+        self._failure_log.failed(self.label(registry), registry, endpoint, message)
+
+    def upstream_blocked(self, registry: str, policy: str, message: str) -> None:
+        """A request refused by ``policy`` (the SSRF guard, registry.whitelist): no upstream failure, not logged."""
+        self._state(registry).blocked = (time.time(), policy, message)
 
     def cache_result(self, kind: EndpointKind, result: CacheResult, registry: str) -> None:
         counter = self.cache_hits if result.source is BodySource.CACHE else self.cache_misses

@@ -133,6 +133,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             observer = request.config_dict[OBSERVER]
             request[REGISTRY] = err.detail["registry"]
             observer.whitelist_denials.labels(observer.label(err.detail["registry"])).inc()
+            observer.upstream_blocked(err.detail["registry"], "registry.whitelist", err.message)
         raise
     request[REGISTRY] = target.registry
     env = request[IDENTITY].environment

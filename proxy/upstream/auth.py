@@ -123,7 +123,7 @@ class Authenticator:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise connection_error(endpoint, exc, what="token server") from None
         if status in (401, 403):
-            who = f"user {creds.username!r}" if creds else "anonymous access"
+            who = (creds.name or f"user {creds.username!r}") if creds else "anonymous access"
             raise RegistryError(ErrorCode.UNAUTHORIZED,
                                 f"token server of {endpoint.registry} refused {who}")
         if status != 200:

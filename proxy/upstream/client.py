@@ -24,7 +24,7 @@ from proxy.upstream.auth import Authenticator
 from proxy.upstream.breaker import Breakers, CircuitOpen
 from proxy.upstream.challenge import parse_challenges
 from proxy.upstream.endpoints import Credentials, Endpoint, EndpointKind, RegistryDirectory, UpstreamEvents
-from proxy.upstream.failures import connection_error, status_error
+from proxy.upstream.failures import BlockedByGuard, connection_error, status_error
 from proxy.upstream.guard import check_literal
 from proxy.upstream.pools import DEFAULT_TIMEOUTS, Pools, Timeouts
 from proxy.upstream.tls import TlsContexts
@@ -62,7 +62,7 @@ class UpstreamClient:
 
     def unresponsive(self, registry: str, message: str) -> None:
         self.breakers.failed(registry, probe=False)
-        self._observer.upstream_failed(registry, message)
+        self._observer.upstream_failed(registry, message, endpoint=self.registries.endpoint(registry).url)
 
     @asynccontextmanager
     async def open(
@@ -86,7 +86,7 @@ class UpstreamClient:
         try:
             resp = await self._follow_redirects(endpoint, method, resp, sent)
             if not 200 <= resp.status < 300:
-                error = await status_error(endpoint, resp, kind)
+                error = await status_error(endpoint, resp, kind, refused=creds.name if creds else None)
                 note = None
                 if resp.status == 401:
                     note = self.registries.credential_note(env, target.registry) or (
@@ -94,7 +94,7 @@ class UpstreamClient:
                 if note:
                     error.message = f"{error.message} ({note})"
                 if resp.status != 404:  # unknown tags are routine, not upstream trouble
-                    self._observer.upstream_failed(target.registry, error.message)
+                    self._report(endpoint, error)
                 raise error
             yield resp
         finally:
@@ -111,9 +111,11 @@ class UpstreamClient:
             except RegistryError as err:
                 # A token server refusing minted credentials: they may have gone stale.
                 if err.code is not ErrorCode.UNAUTHORIZED or renewed or creds is None or not creds.minted:
+                    self._report(endpoint, err)
                     raise
                 creds, renewed = await self._renewed(env, endpoint, creds, scope), True
                 if creds is None:
+                    self._report(endpoint, err)
                     raise
                 continue
             request_headers = dict(headers)
@@ -146,12 +148,18 @@ class UpstreamClient:
                     params: Mapping[str, str] | None) -> aiohttp.ClientResponse:
         fallback = endpoint.plain_http_url
         on_plain = fallback is not None and self._plain_http.get(endpoint.registry, 0.0) > time.monotonic()
+        # An insecure registry may answer on plain HTTP only: its HTTPS failing first is no failure yet.
+        may_fall_back = fallback is not None and not on_plain
         try:
             base = fallback if fallback is not None and on_plain else endpoint.url
-            return await self._request(endpoint, method, URL(base + path, encoded=True),
-                                       headers, params, tls=False if on_plain else await self._registry_ssl(endpoint))
+            return await self._request(endpoint, method, URL(base + path, encoded=True), headers, params,
+                                       tls=False if on_plain else await self._registry_ssl(endpoint),
+                                       report=not may_fall_back)
         except RegistryError as err:
-            if fallback is None or on_plain or err.code is ErrorCode.DENIED:
+            if fallback is None or on_plain:
+                raise
+            if err.code is ErrorCode.DENIED:
+                self._report(endpoint, err)
                 raise
             resp = await self._request(endpoint, method, URL(fallback + path, encoded=True), headers, params,
                                        tls=False)
@@ -165,7 +173,8 @@ class UpstreamClient:
         return False if endpoint.insecure else await self._tls.context(endpoint.tls)
 
     async def _request(self, endpoint: Endpoint, method: str, url: URL, headers: Mapping[str, str],
-                       params: Mapping[str, str] | None, *, tls: ssl.SSLContext | bool) -> aiohttp.ClientResponse:
+                       params: Mapping[str, str] | None, *, tls: ssl.SSLContext | bool,
+                       report: bool = True) -> aiohttp.ClientResponse:
         session = self._pools.for_registry(endpoint.configured)
         try:
             probe = self.breakers.before(endpoint.registry)
@@ -187,7 +196,8 @@ class UpstreamClient:
                 self.breakers.released(endpoint.registry, probe=probe)  # policy, not the upstream's failure
             else:
                 self.breakers.failed(endpoint.registry, probe=probe)
-            self._observer.upstream_failed(endpoint.registry, error.message)
+            if report:
+                self._report(endpoint, error)
             raise error from None
         except BaseException:
             self.breakers.released(endpoint.registry, probe=probe)
@@ -196,6 +206,17 @@ class UpstreamClient:
         self._observer.upstream_answered(endpoint.registry, resp.status, time.monotonic() - started,
                                          resp.headers.get("ratelimit-remaining"))
         return resp
+
+    def _report(self, endpoint: Endpoint, error: RegistryError) -> None:
+        """Tell the observer once per failed request: a refusal of the SSRF guard is policy, not the upstream."""
+        if isinstance(error, BlockedByGuard):
+            self._observer.upstream_blocked(endpoint.registry, "SSRF guard", error.message)
+        else:
+            self._observer.upstream_failed(endpoint.registry, error.message, endpoint=endpoint.url)
+
+    def _reported(self, endpoint: Endpoint, error: RegistryError) -> RegistryError:
+        self._report(endpoint, error)
+        return error
 
     async def _follow_redirects(self, endpoint: Endpoint, method: str, resp: aiohttp.ClientResponse,
                                 headers: Mapping[str, str]) -> aiohttp.ClientResponse:
@@ -208,10 +229,11 @@ class UpstreamClient:
             location = resp.url.join(URL(resp.headers["Location"]))
             resp.release()
             if location.scheme not in ("http", "https"):
-                raise RegistryError(ErrorCode.UNKNOWN, f"upstream {endpoint.registry} redirected to an unusable URL")
+                raise self._reported(endpoint, RegistryError(
+                    ErrorCode.UNKNOWN, f"upstream {endpoint.registry} redirected to an unusable URL"))
             if resp.url.scheme == "https" and location.scheme == "http":
-                raise RegistryError(ErrorCode.UNKNOWN,
-                                    f"upstream {endpoint.registry} redirected from HTTPS to plain HTTP; refused")
+                raise self._reported(endpoint, RegistryError(
+                    ErrorCode.UNKNOWN, f"upstream {endpoint.registry} redirected from HTTPS to plain HTTP; refused"))
             # Object storage on another host gets the system roots, not the
             # registry's private CA or client certificate.
             same_host = location.host == URL(endpoint.url).host
@@ -219,6 +241,6 @@ class UpstreamClient:
                                        tls=await self._registry_ssl(endpoint) if same_host else True)
         if resp.status in _REDIRECTS:
             resp.release()
-            raise RegistryError(ErrorCode.UNKNOWN,
-                                f"upstream {endpoint.registry} redirected more than {MAX_REDIRECTS} times")
+            raise self._reported(endpoint, RegistryError(
+                ErrorCode.UNKNOWN, f"upstream {endpoint.registry} redirected more than {MAX_REDIRECTS} times"))
         return resp

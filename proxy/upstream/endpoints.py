@@ -34,6 +34,8 @@ class Credentials:
     id: str = ""
     # Minted by a provider (ECR, GCR): a refusal may just mean it went stale.
     minted: bool = False
+    # How the operator knows it, for messages: "credential 3 (user alice)". Never the secret.
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,4 +79,10 @@ class UpstreamEvents(Protocol):
 
     def upstream_answered(self, registry: str, status: int, seconds: float, ratelimit: str | None) -> None: ...
 
-    def upstream_failed(self, registry: str, message: str) -> None: ...
+    def upstream_failed(self, registry: str, message: str, *, endpoint: str | None = None) -> None:
+        """The upstream failed (unreachable, TLS, a timeout, 5xx, refused credentials, 429); ``endpoint`` is its URL."""
+        ...
+
+    def upstream_blocked(self, registry: str, policy: str, message: str) -> None:
+        """A request ``policy`` (the SSRF guard) kept from being sent: the upstream was never contacted."""
+        ...

@@ -19,7 +19,7 @@ from proxy.upstream.endpoints import Endpoint, EndpointKind
 from proxy.upstream.guard import BlockedAddress
 from proxy.upstream.tls import describe_tls_failure
 
-__all__ = ["connection_error", "status_error"]
+__all__ = ["BlockedByGuard", "connection_error", "status_error"]
 
 MAX_ERROR_BODY = 64 * 1024
 
@@ -33,10 +33,14 @@ _PASSED_THROUGH = {ErrorCode.NAME_UNKNOWN, ErrorCode.MANIFEST_UNKNOWN, ErrorCode
                    ErrorCode.NAME_INVALID, ErrorCode.TAG_INVALID, ErrorCode.DIGEST_INVALID}
 
 
+class BlockedByGuard(RegistryError):
+    """The SSRF guard kept the request from being sent: policy, not a failure of the upstream."""
+
+
 def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "registry") -> RegistryError:
     blocked = _find(exc, BlockedAddress)
     if blocked is not None:
-        return RegistryError(
+        return BlockedByGuard(
             ErrorCode.DENIED,
             f"{what} {blocked.host} for {endpoint.registry} resolves to the non-public address "
             f"{blocked.address}; only registries configured under `registries:` may be reached there",
@@ -53,7 +57,9 @@ def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "reg
                          f"{what} {endpoint.registry} ({endpoint.url}) is unreachable: {_reason(exc)}")
 
 
-async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: EndpointKind) -> RegistryError:
+async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: EndpointKind, *,
+                       refused: str | None = None) -> RegistryError:
+    """``refused`` names the stored credential sent, for a 401: the operator must know which one to fix."""
     upstream_code, upstream_message = await _read_error(resp)
     where = f"upstream {endpoint.registry}"
     status = resp.status
@@ -62,8 +68,8 @@ async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: E
         return RegistryError(ErrorCode.TOOMANYREQUESTS, f"{where} is rate limiting: {upstream_message or 'HTTP 429'}",
                              headers=headers)
     if status == 401:
-        return RegistryError(ErrorCode.UNAUTHORIZED, f"{where} requires authentication: "
-                             f"{upstream_message or 'HTTP 401'}")
+        why = f"refused {refused}" if refused else "requires authentication"
+        return RegistryError(ErrorCode.UNAUTHORIZED, f"{where} {why}: {upstream_message or 'HTTP 401'}")
     if status == 403:
         return RegistryError(ErrorCode.DENIED, f"{where} denied access: {upstream_message or 'HTTP 403'}")
     if status == 404:

@@ -64,6 +64,7 @@ class FakeRegistry:
     auth: str = "bearer"  # "bearer" | "basic" | "none"
     accepted_basic: str = BASIC  # the one Authorization a Basic registry lets in
     realm_host: str | None = None  # for the challenge; default: this server's own address
+    token_refused: bool = False  # the token server answers 401 to everyone
     answers: dict[str, Handler] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     token_requests: list[Seen] = field(default_factory=list)
@@ -86,6 +87,8 @@ class FakeRegistry:
 
     async def _token(self, request: web.Request) -> web.Response:
         self.token_requests.append(_seen(request))
+        if self.token_refused:
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "bad login"}]}, status=401)
         token = f"token-{len(self.token_requests)}"
         self.issued[token] = request.query.get("scope", "")
         return web.json_response({"token": token, "expires_in": 300})
@@ -156,13 +159,17 @@ class FakeEvents:
     def __init__(self) -> None:
         self.answered: list[tuple[str, int]] = []
         self.failed: list[tuple[str, str]] = []
+        self.blocked: list[tuple[str, str]] = []
 
     def upstream_answered(self, registry: str, status: int, seconds: float, ratelimit: str | None) -> None:
         assert seconds >= 0
         self.answered.append((registry, status))
 
-    def upstream_failed(self, registry: str, message: str) -> None:
+    def upstream_failed(self, registry: str, message: str, *, endpoint: str | None = None) -> None:
         self.failed.append((registry, message))
+
+    def upstream_blocked(self, registry: str, policy: str, message: str) -> None:
+        self.blocked.append((registry, policy))
 
 
 @dataclass
@@ -262,6 +269,25 @@ async def test_refused_stored_credentials_are_not_sent_again_and_again(make_rig:
     assert [s.authorization for s in rig.registry.seen] == [None, BASIC]
     assert rig.directory.renewals == 0  # stored, not minted: nothing to renew
     assert rig.events.failed and rig.events.failed[0][0] == REGISTRY
+
+
+async def test_a_refused_stored_credential_is_named_by_id_and_user_never_its_password(make_rig: MakeRig) -> None:
+    named = Credentials("robot", "s3cret", id="cred:7@1.0", name="credential 7 (user robot)")
+    rig = await make_rig(FakeRegistry(auth="basic", accepted_basic="Basic b3RoZXI6b3RoZXI="), creds=named)
+    error = await rig.error("org/app", "manifests/1")
+    assert error.code is ErrorCode.UNAUTHORIZED
+    assert error.message.startswith(f"upstream {REGISTRY} refused credential 7 (user robot): ")
+    assert "s3cret" not in error.message
+    assert rig.events.failed == [(REGISTRY, error.message)]
+
+
+async def test_a_token_server_refusing_a_stored_credential_names_it(make_rig: MakeRig) -> None:
+    named = Credentials("robot", "s3cret", id="cred:7@1.0", name="credential 7 (user robot)")
+    rig = await make_rig(FakeRegistry(auth="bearer", token_refused=True), creds=named)
+    error = await rig.error("org/app", "manifests/1")
+    assert error.code is ErrorCode.UNAUTHORIZED
+    assert error.message == f"token server of {REGISTRY} refused credential 7 (user robot)"
+    assert rig.events.failed == [(REGISTRY, error.message)]
 
 
 async def test_upstream_requests_carry_only_what_the_directory_gives(make_rig: MakeRig) -> None:
