@@ -8,6 +8,7 @@ upstream's 404) is in test_engine_referrers_http.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from proxy.pullthrough.referrers import Referrers, ReferrersService
 from proxy.reference import Digest, Target
 from proxy.storage.base import ContentKind
 
-from .engine_fakes import OCI_MANIFEST, Clock, FakeUpstream, ObservedStorage, digest_of
+from .engine_fakes import OCI_MANIFEST, WAIT, Clock, FakeUpstream, ObservedStorage, digest_of
 
 APP = Target("registry-a.test", "team/app")
 TTL, MAX_STALE = 300.0, 3600.0
@@ -71,6 +72,21 @@ async def test_a_list_is_trusted_for_tag_ttl_then_fetched_again(
     clock.advance(2)
     assert await listed(referrers) == ([SIGNATURE["digest"], SBOM["digest"]], False, CacheResult.MISS)
     assert upstream.calls == Counter({call(): 2})
+
+
+async def test_concurrent_requests_for_a_cold_list_make_one_upstream_request(
+        referrers: ReferrersService, upstream: FakeUpstream, storage: ObservedStorage) -> None:
+    upstream.referrers[APP, str(SUBJECT)] = [SIGNATURE]
+    upstream.gate = asyncio.Event()
+    gets = [asyncio.ensure_future(listed(referrers)) for _ in range(10)]
+    # Each caller looked its record up and is now waiting on the one request.
+    await storage.tag_reads.reach(10)
+    await upstream.gets_waiting.reach(1)
+    upstream.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*gets), WAIT)
+    assert results == [([SIGNATURE["digest"]], False, CacheResult.MISS)] * 10
+    assert upstream.calls == Counter({call(): 1})
+    assert referrers.joins == 9
 
 
 @pytest.mark.parametrize("failure", sorted(STALE_OK, key=attrgetter("name")), ids=attrgetter("name"))
