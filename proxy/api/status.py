@@ -16,7 +16,7 @@ from proxy import __version__
 from proxy.api.auth import require_admin
 from proxy.api.content_policy import NOSNIFF, new_nonce, status_page_headers
 from proxy.api.health import readiness
-from proxy.api.observer import OTHER
+from proxy.api.observer import OTHER, UpstreamState
 from proxy.api.state import LIVE, OBSERVER, SERVICES, SETTINGS
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 from proxy.humanize import ago, human_bytes, human_duration, until
@@ -25,7 +25,7 @@ from proxy.store.environments import EnvironmentRecord
 if TYPE_CHECKING:
     import jinja2
 
-__all__ = ["setup_status_routes", "status_data"]
+__all__ = ["contact_state", "setup_status_routes", "status_data"]
 
 
 class StatusTemplate:
@@ -144,6 +144,7 @@ def _registries(app: web.Application, environment: str, now: float) -> list[dict
             "last_latency_ms": round(upstream.last_latency * 1000, 1) if upstream and upstream.last_latency else None,
             "last_seen": upstream.last_seen if upstream else None,
             "last_failure": upstream.last_failure if upstream else None,
+            **contact_state(upstream),
             "ratelimit_remaining": upstream.ratelimit_remaining if upstream else None,
             "errors": [{"time": when, "message": message, "repeats": repeats}
                        for when, message, repeats in (upstream.errors if upstream else [])][::-1],
@@ -157,3 +158,30 @@ def _registries(app: web.Application, environment: str, now: float) -> list[dict
             }
         rows.append(row)
     return rows
+
+
+def contact_state(upstream: UpstreamState | None) -> dict[str, Any]:
+    """The registry's state now, from the newest of its last answer, failure and block.
+
+    ``contact`` is ``ok`` (it answered last), ``failing`` (its last contact
+    failed: ``last_error`` says why), ``blocked`` (a policy kept the last
+    request from being sent, so it was not contacted) or ``not contacted``.
+    """
+    if upstream is None:
+        return {"contact": "not contacted", "last_error": None, "last_success": None, "blocked": None}
+    success = upstream.last_success
+    blocked = upstream.blocked
+    answered, failed = upstream.last_seen, upstream.last_failure
+    contact = "ok" if answered is not None else "not contacted"
+    # A failing answer (a 5xx, a refusal) is an answer and then a failure: the failure wins a tie.
+    if failed is not None and (answered is None or failed >= answered):
+        contact = "failing"
+    if blocked is not None and blocked[0] >= max(answered or 0.0, failed or 0.0):
+        contact = "blocked"
+    return {
+        "contact": contact,
+        "last_error": upstream.errors[-1][1] if contact == "failing" and upstream.errors else None,
+        "last_success": None if success is None else {
+            "time": success[0], "status": success[1], "latency_ms": round(success[2] * 1000, 1)},
+        "blocked": None if blocked is None else {"time": blocked[0], "policy": blocked[1], "message": blocked[2]},
+    }

@@ -293,3 +293,107 @@ def test_realistic_status_page(browser: Browser, plain_upstream: Upstream, htpas
         assert alice_pw not in html.body.decode() and token not in html.body.decode()
     finally:
         fake.stop()
+
+
+# -- what the page says about a registry is what the proxy knows --------------------------------------------------
+
+
+def upstream_cell(page: Page, address: str) -> Locator:
+    return registry_row(page, address).locator("td.upstream")
+
+
+def test_a_failing_registry_shows_the_failure_and_a_blocked_one_the_policy(browser: Browser, plain_upstream: Upstream,
+                                                                           oci_layout: Path,
+                                                                           make_proxy: ProxyFactory) -> None:
+    build_image(oci_layout, "1", layer_sizes=[20_000])
+    push(plain_upstream, oci_layout, "1", "acme/app")
+    down = f"http://127.0.0.1:{free_port()}"
+    proxy = make_proxy({
+        "status": {"public": True},
+        # 10.255.0.1 is whitelisted but configured nowhere: the SSRF guard keeps the proxy from it.
+        "settings": {"registry.whitelist": "quay.io, ghcr.io, docker.io, 10.255.0.1"},
+        "registries": [{"address": "quay.io", "endpoint": plain_upstream.url},
+                       {"address": "ghcr.io", "endpoint": down},
+                       {"address": "outside.example", "endpoint": plain_upstream.url}]})
+    assert get(proxy.host, "/v2/quay.io/acme/app/manifests/1", Accept=MANIFEST_ACCEPT).status == 200
+    plain_upstream.stop()
+    assert get(proxy.host, "/v2/quay.io/acme/app/manifests/2", Accept=MANIFEST_ACCEPT).status == 503
+    assert get(proxy.host, "/v2/ghcr.io/acme/app/manifests/1", Accept=MANIFEST_ACCEPT).status == 503
+    assert get(proxy.host, "/v2/outside.example/acme/app/manifests/1", Accept=MANIFEST_ACCEPT).status == 403
+    assert get(proxy.host, "/v2/10.255.0.1/acme/app/manifests/1", Accept=MANIFEST_ACCEPT).status == 403
+
+    page, response = open_page(browser, proxy.url + "/")
+    assert response.status == 200
+    quay = upstream_cell(page, "quay.io")
+    # Its last answer was a 200, but its last contact failed: no green 200.
+    assert quay.locator(".pill").inner_text() == "failing" and "bad" in quay.locator(".pill").get_attribute("class")
+    assert re.fullmatch(rf"failing \d+ s ago: registry quay\.io \({re.escape(plain_upstream.url)}\) is unreachable: "
+                        r".+ last success: 200, \d+(\.\d)? ms, \d+ s ago", " ".join(quay.inner_text().split())), \
+        quay.inner_text()
+    ghcr = " ".join(upstream_cell(page, "ghcr.io").inner_text().split())
+    assert re.fullmatch(rf"failing \d+ s ago: registry ghcr\.io \({re.escape(down)}\) is unreachable: .+ no success yet",
+                        ghcr), ghcr
+    for address, policy in (("outside.example", "registry.whitelist"), ("10.255.0.1", "SSRF guard")):
+        cell = upstream_cell(page, address)
+        assert cell.locator(".pill").inner_text() == "blocked by policy"
+        assert re.fullmatch(rf"blocked by policy {policy}, \d+ s ago", " ".join(cell.inner_text().split())), \
+            cell.inner_text()
+        assert cells(registry_row(page, address))[4] == "none"  # never contacted: nothing failed
+    close(page)
+
+    rows = {r["address"]: r for r in get(proxy.host, "/status.json").json()["environments"][0]["registries"]}
+    assert rows["quay.io"]["contact"] == "failing" and rows["quay.io"]["last_success"]["status"] == 200
+    assert rows["quay.io"]["last_error"].startswith("registry quay.io (")
+    assert rows["outside.example"]["contact"] == "blocked"
+    assert rows["outside.example"]["blocked"]["policy"] == "registry.whitelist"
+    assert rows["10.255.0.1"]["blocked"]["policy"] == "SSRF guard" and rows["10.255.0.1"]["errors"] == []
+
+
+# -- docs/observability.md describes the page there is -----------------------------------------------------------
+
+OBSERVABILITY = REPO_ROOT / "docs" / "observability.md"
+
+
+def documented_outline() -> list[tuple[str, list[str]]]:
+    """The marked table of docs/observability.md: (section, its tiles or columns in order)."""
+    text = OBSERVABILITY.read_text()
+    block = re.search(r"<!-- status-page-outline: [^>]*-->\n(.*?)<!-- /status-page-outline -->", text, re.S)
+    assert block, "docs/observability.md has no status-page-outline block"
+    outline = []
+    for line in block[1].splitlines()[2:]:
+        section, items = (cell.strip() for cell in line.strip("|").split("|"))
+        section = section.split(" (", 1)[0]
+        outline.append((section, [] if items == "–" else [i.strip() for i in re.split(r"[,;]", items)]))
+    return outline
+
+
+def title_pattern(documented: str) -> str:
+    """A documented title as a pattern: "Environment *name*" matches "Environment default"."""
+    return re.escape(documented).replace(re.escape("*name*"), r"\S+")
+
+
+def test_the_page_has_what_docs_observability_md_lists(browser: Browser, make_proxy: ProxyFactory) -> None:
+    # Not ready (min_free cannot be met), so that every section the doc lists is on the page.
+    proxy = make_proxy({"status": {"public": True}, "cache": {"min_free": "1000TiB"},
+                        "environments": [{"name": "team-a", "anonymous_pull": False}]})
+    page, response = open_page(browser, proxy.url + "/")
+    assert response.status == 200
+    shown = page.evaluate("""() => [...document.querySelectorAll('main > section')].map(s => ({
+        title: s.querySelector('h2').textContent.trim(),
+        items: [...s.querySelectorAll('.stat, th')].map(e =>
+            (e.matches('.stat') ? e.firstChild.textContent : e.textContent).trim()),
+    }))""")
+    close(page)
+    documented = documented_outline()
+    unmatched = []
+    for section in shown:
+        matches = [items for title, items in documented if re.fullmatch(title_pattern(title), section["title"])]
+        if matches != [section["items"]]:
+            unmatched.append((section["title"], section["items"], matches))
+    assert unmatched == [], f"the page shows what docs/observability.md does not list: {unmatched}"
+    titles = [section["title"] for section in shown]
+    for title, _ in documented:
+        assert any(re.fullmatch(title_pattern(title), shown_title) for shown_title in titles), \
+            f"docs/observability.md lists {title!r}, which the page does not show: {titles}"
+    # Both environments have their section.
+    assert {"Environment default", "Environment team-a"} <= set(titles)
