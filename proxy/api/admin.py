@@ -52,6 +52,7 @@ def admin_app() -> web.Application:
     r.add_get("/settings", list_settings)
     r.add_get("/settings/{name}", show_setting)
     r.add_put("/settings/{name}", set_setting)
+    r.add_delete("/settings/{name}", unset_setting)
     setup_upstream_routes(app)
     setup_environment_routes(app)
     setup_cache_routes(app)
@@ -238,6 +239,13 @@ async def set_setting(request: web.Request) -> web.Response:
     if warnings:
         answer["warnings"] = warnings
     return web.json_response(answer)
+
+
+async def unset_setting(request: web.Request) -> web.Response:
+    """Back to the config file's value, or to the default."""
+    name = _setting_name(request)
+    live = request.config_dict[LIVE]
+    return web.json_response(_setting(await live.change(lambda: live.settings.unset(name))))
 
 
 def _setting_name(request: web.Request) -> str:

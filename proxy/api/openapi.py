@@ -140,6 +140,9 @@ OPENAPI: dict[str, Any] = {
                                     "content": {"application/json": {"schema": _SETTING_CHANGE}}},
                     "responses": {"200": _json(_ref("Setting"), "changed"), "400": _ERRORS["400"],
                                   "401": _ERRORS["401"], "404": _ERRORS["404"], "413": _ERRORS["413"], "415": _ERRORS["415"]}},
+            "delete": {"summary": "Unset a setting the API changed: back to the config file's value, or the default",
+                       "responses": {"200": _json(_ref("Setting"), "the value that applies now"),
+                                     "401": _ERRORS["401"], "404": _ERRORS["404"]}},
         },
         "/api/v1/upstreams": {
             "get": {"summary": "List how registries are reached (API and config file)", "responses": {

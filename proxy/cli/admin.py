@@ -2,12 +2,14 @@
 
 A failure is one line, ``registry-proxy: <message> (field: <field>)``, with
 exit status 1, or 2 when the command line itself is at fault, as argparse
-has it; ^C is status 130.
+has it; ^C is status 130. With ``--json`` the line is the admin API's error
+object, ``{"error": {"code", "message", "field", "status"}}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -41,7 +43,9 @@ def run_admin(args: argparse.Namespace, *, prog: str) -> int:
         client = AdminClient(args.url or os.environ.get(URL_ENV) or DEFAULT_URL, token)
         handler(client, args)
     except AdminError as err:
-        print(f"{prog}: {err.line()}", file=sys.stderr)
+        # With --json a script reads the failure as it reads answers; stdout stays for answers only.
+        as_json = getattr(args, "json", False)
+        print(json.dumps(err.as_json()) if as_json else f"{prog}: {err.line()}", file=sys.stderr)
         return err.exit_status
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted", file=sys.stderr)

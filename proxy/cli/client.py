@@ -48,14 +48,21 @@ class AdminError(Exception):
 
     exit_status = 1
 
-    def __init__(self, message: str, *, field: str | None = None, status: int | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, status: int | None = None,
+                 code: str | None = None) -> None:
         self.message = _CONTROL.sub(" ", message)
         self.field = field
         self.status = status
+        # The admin API's error code (NOT_FOUND, INVALID, ...), when the API answered with one.
+        self.code = code
         super().__init__(self.line())
 
     def line(self) -> str:
         return self.message if not self.field else f"{self.message} (field: {self.field})"
+
+    def as_json(self) -> dict[str, Any]:
+        """The admin API's error shape, with the HTTP status (None: no answer came)."""
+        return {"error": {"code": self.code, "message": self.message, "field": self.field, "status": self.status}}
 
 
 class UsageError(AdminError):
@@ -160,6 +167,9 @@ class AdminClient:
 
     def set_setting(self, name: str, value: str) -> dict[str, Any]:
         return self._call("PUT", f"/settings/{urllib.parse.quote(name, safe='')}", {"value": value})
+
+    def unset_setting(self, name: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/settings/{urllib.parse.quote(name, safe='')}")
 
     # Upstreams: how each registry is reached
 
@@ -281,8 +291,10 @@ class AdminClient:
         if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
             error = answer["error"]
             field = error.get("field")
+            code = error.get("code")
             return AdminError(_scrub(str(error.get("message") or f"HTTP {status}"), hide),
-                              field=_scrub(field, hide) if isinstance(field, str) else None, status=status)
+                              field=_scrub(field, hide) if isinstance(field, str) else None, status=status,
+                              code=_scrub(code, hide) if isinstance(code, str) else None)
         if isinstance(answer, dict) and isinstance(answer.get("errors"), list) and answer["errors"]:
             first = answer["errors"][0]
             message = first.get("message") if isinstance(first, dict) else None

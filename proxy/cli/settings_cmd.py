@@ -1,8 +1,9 @@
 """``registry-proxy settings ...``: show and change run-time settings through the admin API.
 
 The settings are ``registry.default`` and ``registry.whitelist``; a change
-applies to the next pull and outlives restarts, and each shows where its
-value comes from. The server knows the names and checks the values, so
+applies to the next pull and outlives restarts, ``unset`` goes back to the
+config file's value or the default, and each shows where its value comes
+from. The server knows the names and checks the values, so
 nothing is checked twice here; its warnings go to stderr, keeping stdout
 for the answer. (Named ``settings_cmd`` so as not to be taken for
 ``proxy.config.settings``, the proxy's own configuration.)
@@ -34,6 +35,9 @@ def add_settings_parser(sub: Actions, common: argparse.ArgumentParser) -> None:
     set_.add_argument("name", metavar="NAME", help="registry.default or registry.whitelist")
     set_.add_argument("value", metavar="VALUE", help="the new value; for the whitelist comma-separated "
                       "addresses, '' for any registry")
+    unset = leaf(actions, "unset", common, _unset, "forget a value set here: back to the config file's value, or "
+                 "the default")
+    unset.add_argument("name", metavar="NAME", help="registry.default or registry.whitelist")
 
 
 def _get(client: AdminClient, args: argparse.Namespace) -> None:
@@ -47,7 +51,14 @@ def _get(client: AdminClient, args: argparse.Namespace) -> None:
 
 
 def _set(client: AdminClient, args: argparse.Namespace) -> None:
-    answer = client.set_setting(args.name, args.value)
+    _print_changed(args, client.set_setting(args.name, args.value))
+
+
+def _unset(client: AdminClient, args: argparse.Namespace) -> None:
+    _print_changed(args, client.unset_setting(args.name))
+
+
+def _print_changed(args: argparse.Namespace, answer: dict[str, Any]) -> None:
     for warning in answer.get("warnings") or ():
         print(f"warning: {text(warning)}", file=sys.stderr)
     _print_setting(args, answer)

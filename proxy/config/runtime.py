@@ -62,6 +62,10 @@ def _whitelist_from_file(value: Any, base: Path) -> str:
 
 
 def _default_from_json(value: str, name: str) -> str:
+    if not value.strip():
+        raise Invalid(f"{REGISTRY_DEFAULT.name} cannot be empty: give a registry address such as docker.io or "
+                      f"quay.io, or unset it (`registry-proxy settings unset {REGISTRY_DEFAULT.name}`) to go back to "
+                      "the config file's value or the default")
     return str(ADDRESS.from_json(value.strip(), name))
 
 

@@ -1,7 +1,9 @@
 """Run-time settings (registry.default, registry.whitelist) with where each value came from.
 
-Precedence: a value set through the API stays until changed through the API;
-otherwise the config file's value applies at start; otherwise the default.
+Precedence: a value set through the API stays until changed or unset through
+the API; otherwise the config file's value applies at start; otherwise the
+default. Unsetting goes back to the file's value the proxy started with, or
+to the default.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class SettingsStore:
         """``defaults``: every setting's name and its value when neither the file nor the API set one."""
         self._db = db
         self._defaults = dict(defaults)
+        self._config_values: dict[str, str | None] = {}
 
     async def all(self) -> dict[str, SettingValue]:
         rows = await self._db.read(lambda c: c.execute("SELECT * FROM settings").fetchall())
@@ -47,8 +50,24 @@ class SettingsStore:
             (name, value, now)))
         return SettingValue(name, value, "api", now)
 
+    async def unset(self, name: str) -> SettingValue:
+        """Forget the API's value: back to the config file's, or the default."""
+        value = self._config_values.get(name)
+        now = time.time()
+
+        def unset(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM settings WHERE name = ?", (name,))
+            if value is not None:
+                self._from_file(conn, name, value, now)
+
+        await self._db.transaction(unset)
+        if value is None:
+            return SettingValue(name, self._defaults[name], "default")
+        return SettingValue(name, value, "config", now)
+
     async def seed(self, config_values: dict[str, str | None]) -> None:
         """Apply the config file's values unless the API changed the setting since."""
+        self._config_values = dict(config_values)
 
         def seed(conn: sqlite3.Connection) -> None:
             now = time.time()
@@ -59,9 +78,12 @@ class SettingsStore:
                 if value is None:
                     conn.execute("DELETE FROM settings WHERE name = ?", (name,))
                 else:
-                    conn.execute(
-                        "INSERT INTO settings (name, value, source, updated) VALUES (?, ?, 'config', ?)"
-                        " ON CONFLICT (name) DO UPDATE SET value = excluded.value, source = 'config',"
-                        " updated = excluded.updated", (name, value, now))
+                    self._from_file(conn, name, value, now)
 
         await self._db.transaction(seed)
+
+    @staticmethod
+    def _from_file(conn: sqlite3.Connection, name: str, value: str, now: float) -> None:
+        conn.execute("INSERT INTO settings (name, value, source, updated) VALUES (?, ?, 'config', ?)"
+                     " ON CONFLICT (name) DO UPDATE SET value = excluded.value, source = 'config',"
+                     " updated = excluded.updated", (name, value, now))

@@ -158,6 +158,33 @@ def test_config_registries_are_managed_by_the_file(make_proxy: ProxyFactory, tmp
     assert (settings["registry.whitelist"]["value"], settings["registry.whitelist"]["source"]) == ("quay.io", "api")
 
 
+def test_deleting_a_setting_goes_back_to_the_file_value_or_the_default(make_proxy: ProxyFactory) -> None:
+    token = new_token()
+    proxy = make_proxy({"settings": {"registry.whitelist": "quay.io"}}, env={"REGISTRY_PROXY_ADMIN_TOKEN": token})
+    admin = Admin(proxy.host, token)
+    admin.set("registry.whitelist", "ghcr.io")
+    admin.set("registry.default", "ghcr.io")
+
+    reply = admin.call("DELETE", "/settings/registry.whitelist")
+    assert reply.status == 200, reply.body
+    assert {k: reply.json()[k] for k in ("name", "value", "source")} == {
+        "name": "registry.whitelist", "value": "quay.io", "source": "config"}
+    reply = admin.call("DELETE", "/settings/registry.default")
+    assert reply.json() == {"name": "registry.default", "value": "docker.io", "source": "default", "updated": None}
+    listed = admin.ok("GET", "/settings")["settings"]
+    proxy.restart()
+    assert [{k: s[k] for k in ("name", "value", "source")} for s in admin.ok("GET", "/settings")["settings"]] == \
+        [{k: s[k] for k in ("name", "value", "source")} for s in listed] == [
+        {"name": "registry.default", "value": "docker.io", "source": "default"},
+        {"name": "registry.whitelist", "value": "quay.io", "source": "config"}]
+
+    missing = admin.call("DELETE", "/settings/registry.nope")
+    assert missing.status == 404
+    assert missing.json()["error"] == {"code": "not_found", "field": "name",
+                                       "message": "no setting 'registry.nope'; settings: registry.default, "
+                                                  "registry.whitelist"}
+
+
 def test_generated_admin_token_and_key_files_are_private(make_proxy: ProxyFactory) -> None:
     env = {k: v for k, v in os.environ.items() if k != "REGISTRY_PROXY_ADMIN_TOKEN"}
     proxy = make_proxy({}, env=env)

@@ -280,6 +280,54 @@ def test_unreachable_proxy_is_one_line(cli: Cli) -> None:
     assert "http://" in line
 
 
+def test_settings_unset_goes_back_to_the_file_value_or_the_default(make_proxy: ProxyFactory, tmp_path: Path) -> None:
+    token = new_token()
+    proxy = make_proxy({"settings": {"registry.default": "quay.io"}}, env={TOKEN_ENV: token})
+    cli = Cli(proxy, token, tmp_path)
+    cli.ok("settings", "set", "registry.default", "ghcr.io")
+    cli.ok("settings", "set", "registry.whitelist", "ghcr.io, quay.io")
+
+    unset = cli.fields("settings", "unset", "registry.default")
+    assert (unset["value"], unset["source"]) == ("quay.io", "config")
+    assert cli.fields("settings", "unset", "registry.whitelist") == {
+        "name": "registry.whitelist", "value": "-", "source": "default", "updated": "-"}
+    # Unsetting what the API never set changes nothing.
+    assert cli.fields("settings", "unset", "registry.whitelist")["source"] == "default"
+    proxy.restart()
+    assert cli.table("settings", "get") == [
+        {"NAME": "registry.default", "VALUE": "quay.io", "SOURCE": "config"},
+        {"NAME": "registry.whitelist", "VALUE": "-", "SOURCE": "default"}]
+    assert json.loads(cli.ok("settings", "unset", "registry.default", "--json"))["source"] == "config"
+    assert cli.fail("settings", "unset", "registry.nope") == (
+        "registry-proxy: no setting 'registry.nope'; settings: registry.default, registry.whitelist (field: name)")
+
+
+def test_an_empty_default_registry_is_refused_with_the_way_back(cli: Cli) -> None:
+    line = cli.fail("settings", "set", "registry.default", "")
+    assert "``" not in line
+    assert "registry.default cannot be empty" in line
+    assert "`registry-proxy settings unset registry.default`" in line and line.endswith("(field: value)")
+    assert cli.fields("settings", "get", "registry.default")["value"] == "docker.io"
+
+
+def test_json_errors_are_json(cli: Cli) -> None:
+    result = cli.run("settings", "get", "registry.nope", "--json")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert json.loads(result.stderr) == {"error": {
+        "code": "not_found", "message": "no setting 'registry.nope'; settings: registry.default, registry.whitelist",
+        "field": "name", "status": 404}}
+
+    result = cli.run("registries", "show", "99", "--json")
+    assert result.returncode == 1 and json.loads(result.stderr)["error"]["status"] == 404
+
+    url = f"http://127.0.0.1:{free_port()}"
+    result = cli.run("registries", "list", "--json", "--url", url)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert json.loads(result.stderr) == {"error": {
+        "code": None, "message": f"the proxy at {url} is not reachable: connection refused", "field": None,
+        "status": None}}
+
+
 # Credentials that an upstream accepts: the stored password is exactly the one given.
 
 
