@@ -43,7 +43,7 @@ from proxy.upstream.client import UpstreamClient
 from proxy.upstream.pools import Timeouts, open_pools
 from proxy.upstream.tls import TlsContexts
 
-__all__ = ["create_app", "create_runner"]
+__all__ = ["admin_token_origin", "create_app", "create_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ def create_runner(settings: Settings) -> PolicedRunner:
                               max_connections=limits.max_connections or default_max_connections())
     return PolicedRunner(create_app(settings), police=police, keepalive_timeout=limits.keepalive_timeout,
                          access_log_class=AccessLogger)
+
+
+def admin_token_origin(app: web.Application) -> str:
+    """Where the started app took its admin token from: a file or the variable, never the token."""
+    return app[ADMIN_TOKEN].origin
 
 
 async def _state(app: web.Application) -> AsyncIterator[None]:

@@ -29,11 +29,13 @@ from proxy import __version__
 from proxy.cli.logs import setup_logging
 from proxy.cli.resources import AcceptErrorLog, raise_open_file_limit
 from proxy.cli.servertls import CertReloader
-from proxy.config.settings import Settings, SettingsError, load_settings
-from proxy.store.admin_token import AdminTokenError
-from proxy.store.crypto import SecretError
+from proxy.config.settings import DATA_DIR_ENV, KEY_FILE_ENV, LISTEN_ENV, Settings, SettingsError, load_settings
+from proxy.store.admin_token import ADMIN_TOKEN_ENV, AdminTokenError
+from proxy.store.crypto import KEY_ENV, SecretError
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from proxy.cli.parsing import Actions
 
 __all__ = ["SERVER_COMMANDS", "add_server_parsers", "run_server_command"]
@@ -42,9 +44,33 @@ SERVER_COMMANDS = ("serve", "healthcheck")
 
 log = logging.getLogger("proxy")
 
+# A wildcard listen address, as this host reaches it.
+_LOCAL = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+_SERVE_DESCRIPTION = """\
+Run the pull-through proxy: the registry API (/v2/), the admin API (/api/v1),
+the status page (/), /metrics, /healthz and /readyz. Without --config it runs
+on embedded defaults; config/registry-proxy.yaml names every key with its
+default. Flags win over environment variables, which win over the file."""
+
+_SERVE_ENVIRONMENT = f"""\
+environment variables:
+  {LISTEN_ENV}  host:port to listen on, over the file's listen
+  {DATA_DIR_ENV}  the data directory, over the file's data_dir
+  {ADMIN_TOKEN_ENV}  the admin API token, over admin.token_file and
+      <data_dir>/admin-token (generated on first start)
+  {KEY_ENV}  the key that encrypts stored secrets (base64 of 32
+      bytes), over any key file
+  {KEY_FILE_ENV}  the key file when the config file names no
+      secrets.key_file; default <data_dir>.key, beside the data directory
+  AWS_*, GOOGLE_APPLICATION_CREDENTIALS  read by the cloud SDKs for ecr and gcr
+      credentials configured without keys"""
+
 
 def add_server_parsers(sub: Actions) -> None:
-    serve = sub.add_parser("serve", help="run the proxy")
+    serve = sub.add_parser("serve", help="run the proxy", description=_SERVE_DESCRIPTION, epilog=_SERVE_ENVIRONMENT,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--config", help="YAML config file (default: embedded defaults)")
     serve.add_argument("--listen", help="host:port to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--data-dir", help="where state and cache live (default ./data)")
@@ -76,7 +102,7 @@ def run_server_command(args: argparse.Namespace) -> int:
 
 def _healthcheck(settings: Settings) -> int:
     """For container HEALTHCHECKs: reads the same config as serve, so the port and scheme agree."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.listen_host, settings.listen_host)
+    host = _LOCAL.get(settings.listen_host, settings.listen_host)
     host = f"[{host}]" if ":" in host else host
     scheme = "https" if settings.tls else "http"
     # Whether the process answers, not which certificate it serves.
@@ -97,6 +123,20 @@ def _bind(host: str, port: int, key: str) -> socket.socket:
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
         raise SettingsError(f"Config '{key}' has value '{_joined(host, port)}': {reason}") from None
+
+
+def _status_line(settings: Settings, scheme: str, app: web.Application) -> str:
+    """Where the status page is and where its token is: what a first start needs to be looked at."""
+    from proxy.app import admin_token_origin
+
+    host, port = settings.admin_listen or (settings.listen_host, settings.listen_port)
+    url = f"{scheme}://{_joined(_LOCAL.get(host, host), port)}/"
+    if settings.external_url and not settings.admin_listen:
+        url = settings.external_url + "/"
+    token = admin_token_origin(app)
+    if settings.status_public:
+        return f"status page at {url} (public; the admin API takes the token from {token})"
+    return f"status page at {url} (any user name, the admin token from {token} as the password)"
 
 
 def _joined(host: str, port: int) -> str:
@@ -132,6 +172,7 @@ async def _serve(settings: Settings) -> None:
     if admin_sock is not None and settings.admin_listen is not None:
         await runner.site(admin_sock, ssl_context=reloader.context if reloader else None).start()
         log.info("admin API, status page and /metrics on %s://%s", scheme, _joined(*settings.admin_listen))
+    log.info("%s", _status_line(settings, scheme, runner.app))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from .http import get
-from .proxyproc import REPO_ROOT
+from .proxyproc import REPO_ROOT, ProxyFactory
 from .tools import free_port, reap, spawn, wait_http
 
 
@@ -79,3 +79,19 @@ def test_port_in_use_is_one_line_naming_listen(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         f"registry-proxy: Config 'listen' has value '127.0.0.1:{port}': address already in use"]
     assert not (tmp_path / "data").exists()
+
+
+def test_the_start_up_log_names_the_status_page_and_where_the_token_is(make_proxy: ProxyFactory) -> None:
+    # An empty variable: the proxy generates its token into <data_dir>/admin-token.
+    proxy = make_proxy({}, env={"REGISTRY_PROXY_ADMIN_TOKEN": ""})
+    token_file = proxy.data_dir / "admin-token"
+    assert (f"status page at http://{proxy.host}/ (any user name, the admin token from {token_file} as the "
+            "password)") in proxy.log_text()
+    assert token_file.read_text().strip() not in proxy.log_text()
+
+    admin_port = free_port()
+    public = make_proxy({"admin": {"listen": f"127.0.0.1:{admin_port}"}, "status": {"public": True}},
+                        env={"REGISTRY_PROXY_ADMIN_TOKEN": "t" * 20}, name="public")
+    assert (f"status page at http://127.0.0.1:{admin_port}/ (public; the admin API takes the token from "
+            "$REGISTRY_PROXY_ADMIN_TOKEN)") in public.log_text()
+    assert "t" * 20 not in public.log_text()
