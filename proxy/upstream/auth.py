@@ -121,7 +121,8 @@ class Authenticator:
         except BodyTooLarge:
             raise RegistryError(ErrorCode.UNKNOWN, f"token server of {endpoint.registry} sent an oversized answer") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise connection_error(endpoint, exc, what="token server") from None
+            # The realm without its query: the scope is no secret, but no use in a message either.
+            raise connection_error(endpoint, exc, what="token server", url=str(realm.with_query(None))) from None
         if status in (401, 403):
             who = (creds.name or f"user {creds.username!r}") if creds else "anonymous access"
             raise RegistryError(ErrorCode.UNAUTHORIZED,

@@ -37,7 +37,10 @@ class BlockedByGuard(RegistryError):
     """The SSRF guard kept the request from being sent: policy, not a failure of the upstream."""
 
 
-def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "registry") -> RegistryError:
+def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "registry",
+                     url: str | None = None) -> RegistryError:
+    """``url`` is what was called when it is not the registry's endpoint (a token realm, without its query)."""
+    url = url or endpoint.url
     blocked = _find(exc, BlockedAddress)
     if blocked is not None:
         return BlockedByGuard(
@@ -52,9 +55,8 @@ def connection_error(endpoint: Endpoint, exc: BaseException, *, what: str = "reg
     if wrapped is not None:
         return RegistryError(ErrorCode.UNKNOWN, f"TLS with {what} {endpoint.registry} failed: {_reason(wrapped)}")
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return RegistryError(ErrorCode.UNAVAILABLE, f"{what} {endpoint.registry} ({endpoint.url}) timed out")
-    return RegistryError(ErrorCode.UNAVAILABLE,
-                         f"{what} {endpoint.registry} ({endpoint.url}) is unreachable: {_reason(exc)}")
+        return RegistryError(ErrorCode.UNAVAILABLE, f"{what} {endpoint.registry} ({url}) timed out")
+    return RegistryError(ErrorCode.UNAVAILABLE, f"{what} {endpoint.registry} ({url}) is unreachable: {_reason(exc)}")
 
 
 async def status_error(endpoint: Endpoint, resp: aiohttp.ClientResponse, kind: EndpointKind, *,

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import logging
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -287,6 +288,19 @@ async def test_a_token_server_refusing_a_stored_credential_names_it(make_rig: Ma
     error = await rig.error("org/app", "manifests/1")
     assert error.code is ErrorCode.UNAUTHORIZED
     assert error.message == f"token server of {REGISTRY} refused credential 7 (user robot)"
+    assert rig.events.failed == [(REGISTRY, error.message)]
+
+
+async def test_an_unreachable_token_server_is_named_by_its_realm(make_rig: MakeRig) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    rig = await make_rig(FakeRegistry(auth="bearer", realm_host=f"127.0.0.1:{port}"))
+    error = await rig.error("org/app", "manifests/1")
+    assert error.code is ErrorCode.UNAVAILABLE
+    assert error.message.startswith(f"token server {REGISTRY} (http://127.0.0.1:{port}/token) is unreachable: ")
+    assert "scope" not in error.message
     assert rig.events.failed == [(REGISTRY, error.message)]
 
 
