@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,11 +37,13 @@ def test_serve_help_describes_serve_and_lists_every_variable_it_reads(capsys: py
     assert listed == variables
 
 
-def test_the_virtualenv_of_the_quick_start_is_ignored_by_git() -> None:
+def test_what_the_quick_start_creates_is_ignored_by_git() -> None:
+    # Read from .gitignore itself: a source tree without .git (an sdist, a copy) checks it too.
     readme = (ROOT / "README.md").read_text()
-    assert "python3 -m venv .venv" in readme
-    for path in (".venv/", ".venv/bin/python", "data/", "data.key"):
-        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 0, path
+    assert "python3 -m venv .venv" in readme and "`./data`" in readme and "`./data.key`" in readme
+    ignored = {line.strip().strip("/") for line in (ROOT / ".gitignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".venv", "data", "data.key"} <= ignored
 
 
 @pytest.mark.parametrize("listed", ["docker.io", "index.docker.io", "registry-1.docker.io"])
