@@ -324,17 +324,60 @@ def test_example_config_states_the_embedded_defaults(monkeypatch: pytest.MonkeyP
                              defaults.admin_token_file, defaults.secret_key_file, defaults.tls)
 
 
-def test_example_config_names_every_key() -> None:
-    # Set or shown in a comment: the file is where an operator looks keys up.
-    text = (ROOT / "config" / "registry-proxy.yaml").read_text()
+_KEY_LINE = re.compile(r"(?P<lead> *)(?P<item>- )?(?P<key>[a-z_][a-z0-9_.]*):(?:\s|$)")
 
-    def walk(group: Group, path: str) -> None:
-        for member in group.members:
-            written = re.search(rf"^[ #]*(- )?{re.escape(member.name)}:", text, re.M)
-            assert written, f"{path}{member.name} is not in config/registry-proxy.yaml"
-            if isinstance(member, Group):
-                walk(member, f"{path}{member.name}.")
-            elif isinstance(member, ListOf):
-                walk(member.item, f"{path}{member.name}[].")
 
-    walk(CONFIG_FILE, "")
+def _keys_written(text: str) -> set[str]:
+    """The dotted path of every key the file sets or shows commented out (`#  key: value`).
+
+    Each comment marker (`# `) is dropped before the indentation is counted,
+    so a commented-out key sits where it would once uncommented. List items
+    are `name[].key`.
+    """
+    paths: set[str] = set()
+    parents: list[tuple[int, str]] = []  # (indentation, path) of the keys this line may sit under
+    for line in text.splitlines():
+        match = _KEY_LINE.match(re.sub(r"#( |$)", "", line))
+        if match is None:
+            continue
+        indent = len(match["lead"])
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        prefix = parents[-1][1] if parents else ""
+        if match["item"]:
+            prefix = f"{prefix}[]"
+            parents.append((indent, prefix))
+            indent += 2
+        path = f"{prefix}.{match['key']}" if prefix else match["key"]
+        paths.add(path)
+        parents.append((indent, path))
+    return paths
+
+
+def _keys_declared(group: Group, prefix: str = "") -> set[str]:
+    paths = set()
+    for member in group.members:
+        path = f"{prefix}{member.name}"
+        paths.add(path)
+        if isinstance(member, Group):
+            paths |= _keys_declared(member, f"{path}.")
+        elif isinstance(member, ListOf):
+            paths |= _keys_declared(member.item, f"{path}[].")
+    return paths
+
+
+def test_example_config_names_every_key_where_it_belongs() -> None:
+    # Set or shown in a comment, at its place in the tree: the file is where an operator looks keys up.
+    written = _keys_written((ROOT / "config" / "registry-proxy.yaml").read_text())
+    declared = _keys_declared(CONFIG_FILE)
+    # Not the other way round: prose in a comment may look like a key.
+    assert sorted(declared - written) == [], "keys the parser knows that config/registry-proxy.yaml does not show"
+
+
+def test_the_key_check_sees_a_key_at_the_wrong_place() -> None:
+    # secrets.key_file missing, and tls.key_file must not stand in for it.
+    text = "tls: {}\n#  key_file: /tls.key\nsecrets: {}\n#  # no key here\n"
+    assert _keys_written(text) == {"tls", "tls.key_file", "secrets"}
+    items = "registries: []\n#  - address: a\n#    # password: x\n#    username: u\nlog:\n  format: text\n"
+    assert _keys_written(items) == {"registries", "registries[].address", "registries[].password",
+                                    "registries[].username", "log", "log.format"}
