@@ -15,6 +15,7 @@ import yaml
 
 from .admin import Admin, new_token
 from .proxyproc import REPO_ROOT, ProxyFactory, ProxyProcess
+from .test_admin_cli import run_in_pty
 
 TOKEN_ENV = "REGISTRY_PROXY_ADMIN_TOKEN"
 PASSWORD = "sealed-" + new_token()
@@ -166,3 +167,22 @@ def test_the_state_database_and_its_wal_are_private(make_proxy: ProxyFactory) ->
     proxy.start()
     assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files if path.exists()} == \
         {path.name: 0o600 for path in files if path.exists()}
+
+
+def test_forget_undecryptable_asks_on_a_terminal_and_no_keeps_everything(make_proxy: ProxyFactory) -> None:
+    proxy, _, _ = proxy_with_secrets(make_proxy)
+    proxy.stop()
+    (proxy.data_dir.parent / "data.key").unlink()
+    argv = [sys.executable, "-m", "proxy", "secrets", "forget-undecryptable", "--config", str(proxy.config_path)]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_PROXY_")},
+           "PYTHONPATH": str(REPO_ROOT)}
+
+    status, output = run_in_pty(argv, env, proxy.base, [(b"Forget them? [y/N] ", "n")])
+    assert status == 1, output
+    assert output.endswith("Nothing was changed.\n"), output
+    assert serve(proxy).returncode == 2
+
+    status, output = run_in_pty(argv, env, proxy.base, [(b"Forget them? [y/N] ", "y")])
+    assert status == 0, output
+    assert "Forgot 2." in output
+    proxy.start()
