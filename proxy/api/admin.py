@@ -233,19 +233,23 @@ async def set_setting(request: web.Request) -> web.Response:
     name = _setting_name(request)
     value = (await read_body(request, setting_body(name)))["value"]
     live = request.config_dict[LIVE]
-    setting = await live.change(lambda: live.settings.set(name, value))
-    answer = _setting(setting)
-    warnings = live.setting_warnings()
-    if warnings:
-        answer["warnings"] = warnings
-    return web.json_response(answer)
+    return web.json_response(_warned(live, await live.change(lambda: live.settings.set(name, value))))
 
 
 async def unset_setting(request: web.Request) -> web.Response:
     """Back to the config file's value, or to the default."""
     name = _setting_name(request)
     live = request.config_dict[LIVE]
-    return web.json_response(_setting(await live.change(lambda: live.settings.unset(name))))
+    return web.json_response(_warned(live, await live.change(lambda: live.settings.unset(name))))
+
+
+def _warned(live: LiveState, setting: SettingValue) -> dict[str, Any]:
+    """The setting, with why the settings as they now stand make unprefixed pulls fail, if they do."""
+    answer = _setting(setting)
+    warnings = live.setting_warnings()
+    if warnings:
+        answer["warnings"] = warnings
+    return answer
 
 
 def _setting_name(request: web.Request) -> str:

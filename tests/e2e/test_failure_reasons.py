@@ -174,3 +174,7 @@ def test_a_default_registry_that_cannot_work_warns_through_the_api_and_at_start(
     assert "warnings" not in answer
     assert admin.set("registry.whitelist", "ghcr.io")["warnings"] == [
         "the default registry quay.io is not in registry.whitelist: unprefixed pulls will now fail"]
+    # Unset: back to the file's default, and its warnings with it.
+    unset = admin.ok("DELETE", "/settings/registry.default")
+    assert unset["value"] == "127.0.0.1:5999"
+    assert [w for w in unset["warnings"] if w.startswith(guarded)] and len(unset["warnings"]) == 2, unset
