@@ -54,7 +54,8 @@ class BodySender:
                 await self._sendfile(piece)
                 return piece.count
             except (NotImplementedError, asyncio.SendfileNotAvailableError):
-                # Nothing was sent: the loop or the transport cannot do it at all.
+                # An event loop without sendfile (uvloop) or a transport that cannot use it refuses
+                # before sending anything: this piece and the rest are read and written instead.
                 self._native = False
         async for chunk in piece.pieces():
             await self._response.write(chunk)

@@ -240,8 +240,7 @@ class BlobService:
                     partial = await self._storage.begin_blob(digest, expected)
                 except StorageFull as exc:
                     uncached(exc)
-                fetch.begin(partial, digest.hasher(), uncached)
-                fetch.size.set_result(expected)
+                fetch.begin(expected, partial, digest.hasher(), uncached)
                 async for chunk in resp.content.iter_chunked(CHUNK):
                     await fetch.receive(chunk)
                     if fetch.uncached and not fetch.readers:

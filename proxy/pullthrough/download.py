@@ -56,6 +56,7 @@ class Download:
         self.target = target
         self.caller = caller
         self.size: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._expected: int | None = None
         self.partial: PartialBlob | None = None
         self.received = 0
         self.stored = 0  # hashed, and in the file unless uncached
@@ -105,9 +106,14 @@ class Download:
 
     # The download's side.
 
-    def begin(self, partial: PartialBlob | None, hasher: hashlib._Hash,
+    def begin(self, expected: int | None, partial: PartialBlob | None, hasher: hashlib._Hash,
               on_uncached: Callable[[StorageFull], None]) -> None:
-        """Start storing into ``partial``; with None, the blob is streamed uncached and only hashed."""
+        """Start storing into ``partial``; with None, the blob is streamed uncached and only hashed.
+
+        Readers waiting for the size (the upstream's Content-Length) get it now.
+        """
+        self._expected = expected
+        self.size.set_result(expected)
         self.partial = partial
         self._on_uncached = on_uncached
         if partial is None:
@@ -233,8 +239,7 @@ class Download:
 
     def _short_of_size(self) -> bool:
         """Whether the last byte is still to come: everything so far may go (without a size, nothing says so)."""
-        expected = self.size.result() if self.size.done() and not self.size.exception() else None
-        return expected is not None and self.received < expected
+        return self._expected is not None and self.received < self._expected
 
     def _piece(self, position: int, limit: int) -> Piece:
         # The file where it holds the position and a worthwhile run of bytes

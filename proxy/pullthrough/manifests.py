@@ -26,7 +26,7 @@ from proxy.storage.base import ContentKind, ManifestLink, Storage, TagRecord
 from proxy.upstream.body import BodyTooLarge, read_limited
 from proxy.upstream.endpoints import EndpointKind
 
-__all__ = ["DEFAULT_ACCEPT", "Manifest", "ManifestService", "revalidation", "stale_allowed"]
+__all__ = ["DEFAULT_ACCEPT", "INLINE", "Manifest", "ManifestService", "hash_body", "revalidation", "stale_allowed"]
 
 
 DEFAULT_ACCEPT = ", ".join((
@@ -40,7 +40,7 @@ DEFAULT_ACCEPT = ", ".join((
 _USUAL = frozenset(part.strip() for part in DEFAULT_ACCEPT.split(","))
 
 # Hashing or parsing more than this takes longer than handing it to a thread.
-_INLINE = 256 * 1024
+INLINE = 256 * 1024
 
 _MANIFEST = ContentKind.MANIFEST
 
@@ -219,7 +219,7 @@ class ManifestService:
             claimed = resp.headers.get("Docker-Content-Digest")
         wanted = expect or _claimed_digest(claimed)
         algorithm = wanted.algorithm if wanted is not None else "sha256"
-        digest = Digest(algorithm, await _hash(algorithm, body))
+        digest = Digest(algorithm, await hash_body(algorithm, body))
         if wanted is not None and digest != wanted:
             raise RegistryError(ErrorCode.MANIFEST_INVALID,
                                 f"upstream {target.registry} sent a manifest that does not match {wanted}")
@@ -260,14 +260,15 @@ def stale_allowed(record: TagRecord, err: RegistryError, *, caller: Caller, targ
     return record.age(now) <= window
 
 
-async def _hash(algorithm: str, body: bytes) -> str:
-    if len(body) <= _INLINE:
+async def hash_body(algorithm: str, body: bytes) -> str:
+    """The hex digest of a manifest-sized body, off the event loop when it is large."""
+    if len(body) <= INLINE:
         return hashlib.new(algorithm, body).hexdigest()
     return await asyncio.to_thread(lambda: hashlib.new(algorithm, body).hexdigest())
 
 
 async def _checked_type(content_type: str | None, body: bytes, registry: str) -> str:
-    if len(body) <= _INLINE:
+    if len(body) <= INLINE:
         return manifest_media_type(content_type, body, upstream=registry)
     return await asyncio.to_thread(manifest_media_type, content_type, body, upstream=registry)
 

@@ -25,7 +25,7 @@ from proxy.config.settings import CacheSettings
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Caller, Clearances
 from proxy.pullthrough.manifest_shape import OCI_INDEX, manifest_media_type
-from proxy.pullthrough.manifests import revalidation, stale_allowed
+from proxy.pullthrough.manifests import INLINE, hash_body, revalidation, stale_allowed
 from proxy.pullthrough.ports import CacheResult, Upstream
 from proxy.pullthrough.tags import next_link_query
 from proxy.reference import Digest, Target, parse_digest
@@ -42,7 +42,6 @@ FILTERS_APPLIED = "OCI-Filters-Applied"
 MAX_PAGES = 16
 
 _MANIFEST = ContentKind.MANIFEST
-_INLINE = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class ReferrersService:
                                          cache=self._cache, now=self._clock())):
                 raise
             return Referrers(kept, artifact_type is not None, CacheResult.STALE)
-        digest = Digest("sha256", hashlib.sha256(body).hexdigest())
+        digest = Digest("sha256", await hash_body("sha256", body))
         await self._storage.put(_MANIFEST, digest, body)
         await self._storage.set_tag(target, kept_as, TagRecord(str(digest), OCI_INDEX, len(body), self._clock(),
                                                                caller.access))
@@ -158,7 +157,7 @@ class ReferrersService:
 
 
 async def _checked_index(content_type: str | None, body: bytes, registry: str) -> dict[str, Any]:
-    if len(body) <= _INLINE:
+    if len(body) <= INLINE:
         return _index(content_type, body, registry)
     return await asyncio.to_thread(_index, content_type, body, registry)
 

@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 _Key = tuple[ContentKind, Digest]
 
-_READ_AHEAD = 8 * 1024 * 1024
-
 
 @dataclass
 class OpenedContent:
@@ -224,10 +222,7 @@ def _open_for_reading(path: Path) -> tuple[int, int]:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.utime(fd)  # the access time orders eviction after a restart
-        size = os.fstat(fd).st_size
-        # Its first bytes are on their way into memory before the event loop sends them.
-        os.posix_fadvise(fd, 0, min(size, _READ_AHEAD), os.POSIX_FADV_WILLNEED)
-        return fd, size
+        return fd, os.fstat(fd).st_size
     except BaseException:
         os.close(fd)
         raise

@@ -208,7 +208,7 @@ async def test_caching_resumes_once_the_full_disk_has_room_again(
 
 def uncached_download() -> Download:
     download = Download(Target("r.test", "a/b"), Caller("default", ""))
-    download.begin(None, hashlib.sha256(), lambda why: None)
+    download.begin(None, None, hashlib.sha256(), lambda why: None)
     return download
 
 
