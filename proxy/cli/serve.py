@@ -29,7 +29,15 @@ from proxy import __version__
 from proxy.cli.logs import setup_logging
 from proxy.cli.resources import AcceptErrorLog, raise_open_file_limit
 from proxy.cli.servertls import CertReloader
-from proxy.config.settings import DATA_DIR_ENV, KEY_FILE_ENV, LISTEN_ENV, Settings, SettingsError, load_settings
+from proxy.config.settings import (
+    DATA_DIR_ENV,
+    KEY_FILE_ENV,
+    LISTEN_ENV,
+    STATE_URL_ENV,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from proxy.store.admin_token import ADMIN_TOKEN_ENV, AdminTokenError
 from proxy.store.crypto import KEY_ENV, SecretError
 
@@ -64,8 +72,10 @@ environment variables:
       bytes), over any key file
   {KEY_FILE_ENV}  the key file when the config file names no
       secrets.key_file; default <data_dir>.key, beside the data directory
-  AWS_*, GOOGLE_APPLICATION_CREDENTIALS  read by the cloud SDKs for ecr and gcr
-      credentials configured without keys"""
+  {STATE_URL_ENV}  the PostgreSQL URL replicas share, over state.url
+  PG*  libpq's variables (PGPASSWORD, PGSSLMODE, ...) for state.url
+  AWS_*, GOOGLE_APPLICATION_CREDENTIALS  read by the cloud SDKs: for storage
+      backend s3, and for ecr and gcr credentials configured without keys"""
 
 
 def add_server_parsers(sub: Actions) -> None:

@@ -34,9 +34,9 @@ from proxy.credentials.fields import (
     USERNAME,
 )
 from proxy.credentials.schema import Field, Group, Invalid, ListOf, ValueType, file_schema
-from proxy.credentials.value_types import DURATION, FLAG, parse_duration, text
+from proxy.credentials.value_types import DURATION, FLAG, TEXT, parse_duration, text
 
-__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "TLS", "UPSTREAM", "config_json_schema", "parse_size"]
+__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "STATE", "STORAGE", "TLS", "UPSTREAM", "config_json_schema", "parse_size"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
@@ -161,6 +161,44 @@ SERVER = Group("server", "Client connections: slow clients must not hold them, n
 ), null_is_unset=True)
 _PUBLIC = "Serve it without the admin token"
 
+
+def _state_url(value: Any, base: Path) -> str:
+    written = text(value)
+    if not re.fullmatch(r"postgres(ql)?://\S+", written):
+        # Never quoted back: the URL may carry a password.
+        raise Invalid("Use a PostgreSQL URL, e.g. postgresql://proxy@db.example.com/proxy (the password in "
+                      "$PGPASSWORD or the URL).", shown="(hidden)")
+    return written
+
+
+def _s3_url(value: Any, base: Path) -> str:
+    written = text(value).rstrip("/")
+    if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?", written):
+        raise Invalid("Use the S3 API's URL, e.g. https://minio.example.com:9000.")
+    return written
+
+
+STORAGE = Group("storage", "Where cached content lives: the local disk (default), or an S3-compatible bucket shared "
+                           "by replicas", (
+    Field("backend", _choice(("filesystem", "s3")), "filesystem (under data_dir), or s3 (needs bucket and state.url)"),
+    Field("bucket", TEXT, "S3 bucket (s3)"),
+    Field("prefix", TEXT, "Key prefix inside the bucket (s3), e.g. registry-proxy/"),
+    Field("region", TEXT, "S3 region (s3); unset: from the AWS configuration"),
+    Field("endpoint_url", ValueType((str,), _STRING, {"type": "string", "pattern": "^https?://"}, from_file=_s3_url),
+          "S3 API URL for MinIO, Ceph RGW and the like (s3); unset: AWS. Credentials come from the standard AWS "
+          "chain: environment, web identity (IRSA), instance profile"),
+    Field("redirect", FLAG, "Answer warm blob GETs with a redirect to a presigned URL instead of streaming them "
+                            "(s3); only when clients can reach the storage"),
+    Field("local_size", SIZE, "Local disk tier under data_dir (s3): hot blobs are served from it without a round "
+                              "trip to the bucket, and downloads stage through it; 0 keeps nothing after a download"),
+), null_is_unset=True)
+STATE = Group("state", "Where credentials, settings, environments, pull keys and the tag index live", (
+    Field("url", ValueType((str,), _STRING, {"type": "string", "pattern": "^postgres(ql)?://"},
+                           from_file=_state_url),
+          "PostgreSQL URL shared by replicas; the password from $PGPASSWORD or the URL; "
+          "$REGISTRY_PROXY_STATE_URL wins. Unset: SQLite in data_dir"),
+), null_is_unset=True)
+
 CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-proxy.yaml)", (
     Field("listen", LISTEN, "host:port to serve on"),
     Field("data_dir", PATH, "Cache and state"),
@@ -173,6 +211,8 @@ CONFIG_FILE = Group("config", "The proxy's config file (see config/registry-prox
                                        "failed-login limit)"),
     SETTINGS,
     CACHE,
+    STORAGE,
+    STATE,
     UPSTREAM,
     ListOf("registries", "Upstream registries that need credentials or another address", REGISTRY_ENTRY),
     ListOf("environments", "Environments (tenants) with their pull keys; `default` exists without being listed",

@@ -30,11 +30,14 @@ from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
 
 # parse_whitelist: proxy.directory reads the stored whitelist with it.
-__all__ = ["DATA_DIR_ENV", "KEY_FILE_ENV", "LISTEN_ENV", "CacheSettings", "RegistryConfig", "ServerLimits",
-           "ServerTls", "Settings", "SettingsError", "UpstreamSettings", "load_settings", "parse_whitelist"]
+__all__ = ["DATA_DIR_ENV", "KEY_FILE_ENV", "LISTEN_ENV", "STATE_URL_ENV", "CacheSettings", "RegistryConfig",
+           "ServerLimits", "ServerTls", "Settings", "SettingsError", "StateSettings", "StorageSettings",
+           "UpstreamSettings", "load_settings", "parse_whitelist"]
 
 LISTEN_ENV = "REGISTRY_PROXY_LISTEN"
 DATA_DIR_ENV = "REGISTRY_PROXY_DATA_DIR"
+# Wins over state.url, so the URL (and a password in it) can come from a Secret.
+STATE_URL_ENV = "REGISTRY_PROXY_STATE_URL"
 # Where the secret key file is when the config file does not say.
 KEY_FILE_ENV = "REGISTRY_PROXY_SECRET_KEY_FILE"
 
@@ -48,6 +51,27 @@ class CacheSettings:
     # /readyz fails below this much free space where the cache lives.
     min_free: int = 1024**3
     revalidate_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str = "filesystem"
+    bucket: str = ""
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+    redirect: bool = False
+    local_size: int = 10 * 1024**3
+
+    @property
+    def shared(self) -> bool:
+        return self.backend == "s3"
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    # A PostgreSQL URL, or None for SQLite in data_dir. It may hold a password: never log it.
+    url: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -80,6 +104,8 @@ class Settings:
     listen_port: int = 5000
     data_dir: Path = Path("data")
     cache: CacheSettings = CacheSettings()
+    storage: StorageSettings = StorageSettings()
+    state: StateSettings = StateSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     registries: Mapping[str, RegistryConfig] = field(default_factory=dict)
     credentials: Mapping[CredentialKey, CredentialInput] = field(default_factory=dict)
@@ -127,6 +153,8 @@ def load_settings(
     for key, env in (("listen", LISTEN_ENV), ("data_dir", DATA_DIR_ENV)):
         if environ.get(env):
             raw[key] = environ[env]
+    if environ.get(STATE_URL_ENV):
+        raw["state"] = {**(raw.get("state") or {}), "url": environ[STATE_URL_ENV]}
     if listen is not None:
         raw["listen"] = listen
     if data_dir is not None:
@@ -170,11 +198,20 @@ def _build(raw: Mapping[str, Any], base: Path) -> Settings:
     if admin_listen is not None and admin_listen[1] in (0, port):
         raise SettingsError(f"Config 'admin.listen' has value '{admin_listen[0]}:{admin_listen[1]}'. "
                             "Give it a port of its own, not 0 and not the one of listen.")
+    storage = StorageSettings(**values.get("storage", {}))
+    state = StateSettings(**values.get("state", {}))
+    if storage.shared and not storage.bucket:
+        raise SettingsError("Config 'storage.bucket' is missing. storage.backend s3 needs a bucket.")
+    if storage.shared and state.url is None:
+        raise SettingsError("Config 'state.url' is missing. storage.backend s3 needs PostgreSQL for the index "
+                            "that replicas share: set state.url (or $REGISTRY_PROXY_STATE_URL).")
     return Settings(
         listen_host=host,
         listen_port=port,
         data_dir=values.get("data_dir", defaults.data_dir),
         cache=CacheSettings(**values.get("cache", {})),
+        storage=storage,
+        state=state,
         upstream=UpstreamSettings(**values.get("upstream", {})),
         registries=registries,
         credentials=credentials,
