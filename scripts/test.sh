@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tests drive: a real registry, real clients
 # (skopeo, dockerd, containerd, podman), a browser for the status page, and
-# debootstrap for the container image's local base.
-packages=(docker-registry skopeo python3-venv ca-certificates docker.io containerd podman chromium debootstrap)
+# debootstrap for the container image's local base, and PostgreSQL, which the
+# tests run as its own system user for state that replicas share.
+packages=(docker-registry skopeo python3-venv ca-certificates docker.io containerd podman chromium debootstrap postgresql)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
