@@ -46,10 +46,10 @@ class BodySender:
 
     async def send(self, piece: Piece) -> int:
         """Send one piece of the body; returns its size."""
-        if not isinstance(piece, FileRange):
+        if isinstance(piece, bytes | memoryview):
             await self._response.write(piece)
             return len(piece)
-        if self._native:
+        if isinstance(piece, FileRange) and self._native:
             try:
                 await self._sendfile(piece)
                 return piece.count

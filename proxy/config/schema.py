@@ -36,7 +36,8 @@ from proxy.credentials.fields import (
 from proxy.credentials.schema import Field, Group, Invalid, ListOf, ValueType, file_schema
 from proxy.credentials.value_types import DURATION, FLAG, TEXT, parse_duration, text
 
-__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "STATE", "STORAGE", "TLS", "UPSTREAM", "config_json_schema", "parse_size"]
+__all__ = ["CACHE", "CONFIG_FILE", "LOG", "REGISTRY_ENTRY", "STATE", "STORAGE", "TLS", "UPSTREAM", "config_json_schema",
+           "parse_size"]
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,

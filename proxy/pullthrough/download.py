@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.clearances import Caller
 from proxy.reference import Target
-from proxy.storage.base import FileRange, PartialBlob, StorageFull
+from proxy.storage.base import Body, FileRange, PartialBlob, StorageFull
 from proxy.storage.files import PIECE
 
 __all__ = ["AHEAD", "WINDOW", "BlobStreamError", "Download", "Piece"]
@@ -44,7 +44,8 @@ AHEAD = 16 * 1024 * 1024
 # How far an uncached download may run ahead of its slowest reader.
 WINDOW = 8 * 1024 * 1024
 
-Piece = bytes | memoryview | FileRange
+# Bytes from memory, a range of a local file, or a range read from object storage as it is sent.
+Piece = bytes | memoryview | FileRange | Body
 
 
 class BlobStreamError(Exception):
@@ -241,7 +242,7 @@ class Download:
         """Whether the last byte is still to come: everything so far may go (without a size, nothing says so)."""
         return self._expected is not None and self.received < self._expected
 
-    def _piece(self, position: int, limit: int) -> Piece:
+    def _piece(self, position: int, limit: int) -> bytes | memoryview | FileRange:
         # The file where it holds the position and a worthwhile run of bytes
         # from it (or memory has moved on); memory at the head.
         if position < self.file_end and (position < self._memory_start or self.file_end - position >= PIECE):

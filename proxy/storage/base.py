@@ -18,7 +18,7 @@ import enum
 import errno
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,8 +26,8 @@ from typing import Protocol
 from proxy.reference import Digest, Target
 from proxy.storage.files import FileRange
 
-__all__ = ["CacheStats", "Content", "ContentKind", "DigestMismatch", "FileRange", "ManifestLink", "PartialBlob", "Storage",
-           "StorageFull", "TagRecord", "VerifyReport"]
+__all__ = ["Body", "CacheStats", "Content", "ContentKind", "DigestMismatch", "FileRange", "FillClaim", "ManifestLink",
+           "PartialBlob", "Storage", "StorageFull", "TagRecord", "VerifyReport"]
 
 
 class ContentKind(enum.Enum):
@@ -75,6 +75,8 @@ class CacheStats:
     manifests: int
     reserved: int = 0   # bytes reserved by downloads in flight, counted against max_size
     disk_full: int = 0  # writes that found the disk full
+    backend: str = "filesystem"
+    backend_errors: int = 0  # calls to object storage that failed
 
 
 @dataclass
@@ -92,13 +94,28 @@ class VerifyReport:
     skipped: int = 0      # evicted or dropped while the run went on
 
 
+class Body(Protocol):
+    """Bytes of cached content that are not a local file: read from object storage as they are sent."""
+
+    @property
+    def count(self) -> int: ...
+
+    def pieces(self) -> AsyncIterator[bytes]: ...
+
+
 class Content(Protocol):
     """Cached content opened for reading, leased against eviction until its context ends."""
 
     @property
     def size(self) -> int: ...
 
-    def span(self, start: int, end: int) -> FileRange: ...
+    def span(self, start: int, end: int) -> FileRange | Body: ...
+
+
+class FillClaim(Protocol):
+    """The right to download a blob into a cache that several processes share; ``release`` once it is committed or dropped."""
+
+    async def release(self) -> None: ...
 
 
 class PartialBlob(Protocol):
@@ -143,6 +160,16 @@ class PartialBlob(Protocol):
 class Storage(Protocol):
     def size(self, kind: ContentKind, digest: Digest) -> int | None:
         """What the cache holds, from memory; a lookup counts as use for eviction."""
+
+    async def claim_fill(self, digest: Digest) -> FillClaim | None:
+        """The claim to download ``digest``; None while another process sharing the cache downloads it."""
+
+    async def wait_fill(self, digest: Digest) -> None:
+        """Return once another process's download of ``digest`` ended (committed, failed, or its process died),
+        or after a few seconds: the caller looks at ``size`` and claims again."""
+
+    async def redirect_url(self, kind: ContentKind, digest: Digest) -> str | None:
+        """Where clients may fetch the content themselves (a presigned URL), when the storage is set to redirect."""
 
     def open(self, kind: ContentKind, digest: Digest) -> AbstractAsyncContextManager[Content | None]: ...
 

@@ -124,6 +124,14 @@ class _PartialBlob:
         await self._io.run(self._temp.unlink, missing_ok=True)
 
 
+class _OnlyFiller:
+    async def release(self) -> None:
+        return None
+
+
+_ONLY_FILLER = _OnlyFiller()
+
+
 class _SmallContent:
     """Verified small content (manifests) kept in memory, bounded by total size, least recently used out first.
 
@@ -173,6 +181,16 @@ class FilesystemStorage:
 
     def size(self, kind: ContentKind, digest: Digest) -> int | None:
         return self._content.size(kind, digest)
+
+    async def claim_fill(self, digest: Digest) -> _OnlyFiller:
+        # This process is the only one filling this cache: its downloads share one per digest already.
+        return _ONLY_FILLER
+
+    async def wait_fill(self, digest: Digest) -> None:
+        return None
+
+    async def redirect_url(self, kind: ContentKind, digest: Digest) -> str | None:
+        return None
 
     @asynccontextmanager
     async def open(self, kind: ContentKind, digest: Digest) -> AsyncIterator[OpenedContent | None]:
