@@ -28,7 +28,7 @@ from proxy.pullthrough.download import BlobStreamError, Download, Piece
 from proxy.pullthrough.ports import STALE_OK, CacheResult, Upstream
 from proxy.reference import Digest, Target
 from proxy.singleflight import SingleFlight
-from proxy.storage.base import Content, ContentKind, DigestMismatch, PartialBlob, Storage, StorageFull
+from proxy.storage.base import Content, ContentKind, DigestMismatch, FillClaim, PartialBlob, Storage, StorageFull
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["BlobBody", "BlobService", "BlobStreamError", "Piece"]
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 # What one read of the upstream's body asks for; it answers with what it has, up to this.
 CHUNK = 1024 * 1024
+# Rounds of a request that finds, each time, the blob committed elsewhere and then gone again (evicted).
+_ROUNDS = 3
+
+
+class FilledElsewhere(Exception):
+    """Another process sharing the cache committed the blob while this one waited to download it."""
 
 
 class BlobBody(Protocol):
@@ -83,6 +89,7 @@ class BlobService:
         self._checks: SingleFlight[tuple[Target, Digest, str], None] = SingleFlight()
         self.joins = 0
         self.uncached = 0
+        self.waits = 0  # downloads that waited for another process sharing the cache
 
     @property
     def in_flight(self) -> int:
@@ -102,31 +109,39 @@ class BlobService:
     @contextlib.asynccontextmanager
     async def open(self, target: Target, digest: Digest, *, env: str) -> AsyncIterator[BlobBody]:
         caller = Caller(env, self._upstream.access_key(env, target.registry))
-        fetch = None
-        # A second round only when the download this request was cleared to
-        # follow ended while it was being cleared: it is cached now, or failed.
-        for _ in range(2):
-            if await self._cached_for(target, digest, caller):
-                async with self._storage.open(ContentKind.BLOB, digest) as content:
-                    if content is not None:
-                        yield _CachedBody(content)
-                        return
-            fetch = self._joinable(digest)
-            if fetch is None or fetch.vouches_for(target, caller):
-                break
-            if not await self._vouchable(fetch.target, target, digest):
-                fetch = None  # this registry's own download, verified
-                break
-            if not await self._cleared(target, digest, caller):
-                await self._authorize(target, digest, caller)
-            fetch = self._joinable(digest)
-            if fetch is not None:
-                break
-        fetch, expected, result = await self._follow(fetch, target, digest, caller)
-        try:
-            yield _FetchBody(fetch, expected, result)
-        finally:
-            fetch.release()
+        # Another round when the download this request followed found the blob
+        # committed by another process sharing the cache: it is served from there.
+        for _ in range(_ROUNDS):
+            fetch = None
+            # A second pass only when the download this request was cleared to
+            # follow ended while it was being cleared: it is cached now, or failed.
+            for _ in range(2):
+                if await self._cached_for(target, digest, caller):
+                    async with self._storage.open(ContentKind.BLOB, digest) as content:
+                        if content is not None:
+                            yield _CachedBody(content)
+                            return
+                fetch = self._joinable(digest)
+                if fetch is None or fetch.vouches_for(target, caller):
+                    break
+                if not await self._vouchable(fetch.target, target, digest):
+                    fetch = None  # this registry's own download, verified
+                    break
+                if not await self._cleared(target, digest, caller):
+                    await self._authorize(target, digest, caller)
+                fetch = self._joinable(digest)
+                if fetch is not None:
+                    break
+            try:
+                fetch, expected, result = await self._follow(fetch, target, digest, caller)
+            except FilledElsewhere:
+                continue
+            try:
+                yield _FetchBody(fetch, expected, result)
+            finally:
+                fetch.release()
+            return
+        raise RegistryError(ErrorCode.UNAVAILABLE, f"{digest} was committed and gone again while this request waited")
 
     async def _follow(self, fetch: Download | None, target: Target, digest: Digest,
                       caller: Caller) -> tuple[Download, int | None, CacheResult]:
@@ -140,6 +155,9 @@ class BlobService:
             fetch.hold()
             try:
                 return fetch, await fetch.size, result
+            except FilledElsewhere:
+                fetch.release()
+                raise
             except Exception:
                 fetch.release()
                 if fetch.vouches_for(target, caller):
@@ -227,9 +245,29 @@ class BlobService:
             self.uncached += 1
         return note
 
+    async def _claim(self, target: Target, digest: Digest) -> FillClaim:
+        """The right to download ``digest``, once no other process sharing the cache is downloading it.
+
+        Raises ``FilledElsewhere`` when one committed it meanwhile, for this
+        registry: readers are served from the cache instead.
+        """
+        while True:
+            claim = await self._storage.claim_fill(digest)
+            if (self._storage.size(ContentKind.BLOB, digest) is not None
+                    and await self._storage.registry_holds(target.registry, digest)):
+                if claim is not None:
+                    await claim.release()
+                raise FilledElsewhere(str(digest))
+            if claim is not None:
+                return claim
+            self.waits += 1
+            await self._storage.wait_fill(digest)
+
     async def _run(self, fetch: Download, digest: Digest) -> None:
         target = fetch.target
+        claim: FillClaim | None = None
         try:
+            claim = await self._claim(target, digest)
             async with self._upstream.open(target, "GET", f"blobs/{digest}", env=fetch.caller.environment,
                                            kind=EndpointKind.BLOB) as resp:
                 self._clearances.record(fetch.caller, target)
@@ -258,7 +296,7 @@ class BlobService:
             fetch.finish()
         except BaseException as exc:
             self._forget(digest, fetch)
-            if isinstance(exc, Exception):
+            if isinstance(exc, Exception) and not isinstance(exc, FilledElsewhere):
                 log.warning("fetch of %s from %s failed: %s", digest, target, exc)
             await fetch.stop_writing()
             # Gone before readers learn of the failure, so nothing half-written
@@ -270,6 +308,9 @@ class BlobService:
                 raise
         finally:
             fetch.download_ended()
+            # Only once committed (or dropped): a process waiting for the blob finds it then.
+            if claim is not None:
+                await claim.release()
 
     async def _keep(self, partial: PartialBlob, target: Target, digest: Digest, access: str) -> None:
         """Commit a verified download; its readers finish from the file they follow whatever happens to it."""
