@@ -11,7 +11,9 @@ from proxy.api.sendfile import BodySender
 from proxy.api.state import OBSERVER, Services
 from proxy.errors import ErrorCode, RegistryError
 from proxy.pullthrough.blobs import BlobStreamError
+from proxy.pullthrough.ports import CacheResult
 from proxy.reference import Digest, Target
+from proxy.storage.base import ContentKind
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["serve_blob"]
@@ -43,6 +45,13 @@ async def serve_blob(request: web.Request, services: Services, target: Target, d
 
     async with services.blobs.open(target, digest, env=env) as body:
         headers["X-Registry-Proxy-Cache"] = body.result.value
+        if body.result is CacheResult.HIT:
+            # Cleared for this client above; the bucket serves the bytes (storage.redirect).
+            location = await services.storage.redirect_url(ContentKind.BLOB, digest)
+            if location is not None:
+                observer.cache_result(EndpointKind.BLOB, body.result, target.registry)
+                return web.Response(status=307, headers={"Location": location, "Docker-Content-Digest": str(digest),
+                                                         "Cache-Control": "no-store"})
         status, start, end = 200, 0, body.size
         wanted = _parse_range(request.headers.get("Range"), body.size)
         if wanted is not None:
