@@ -83,6 +83,13 @@ def state_collector(app: web.Application) -> StateCollector:
         disk_full.add_metric(["cache"], stats.disk_full)
         disk_full.add_metric(["state"], observer.state_disk_full)
         families.append(disk_full)
+        storage_errors = CounterMetricFamily("registry_proxy_storage_errors", "Calls to the cache's object storage "
+                                             "that failed", labels=["backend"])
+        storage_errors.add_metric([stats.backend], stats.backend_errors)
+        families += [storage_errors,
+                     CounterMetricFamily("registry_proxy_fill_waits", "Blob downloads that waited for another "
+                                         "replica sharing the cache to download the blob",
+                                         value=services.blobs.waits)]
         objects = GaugeMetricFamily("registry_proxy_cache_objects", "Objects in the cache", labels=["kind"])
         objects.add_metric(["blob"], stats.blobs)
         objects.add_metric(["manifest"], stats.manifests)
