@@ -1,7 +1,9 @@
 """Minted credentials (ECR, GCR): renewed before they expire, shared, and kept through failures.
 
 Policy, per credential:
-- renew when less than a quarter of the lifetime is left (or at a set margin);
+- renew when less than a quarter of the lifetime is left (or at a set margin),
+  each process at a random moment in the first half of that window, so that
+  replicas which minted together (a rollout) do not all renew together;
 - a pull that finds it due keeps using it while one mint runs behind it;
   pulls that find no valid token share one mint and wait for it;
 - a failed renewal keeps the current token until it really expires, and is
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,7 +53,8 @@ class MintState:
         expires = self.minted.expires_at
         return expires is None or expires > now or (self.refresh_at is not None and self.refresh_at > now)
 
-    def plan(self, now: float) -> None:
+    def plan(self, now: float, spread: float = 0.0) -> None:
+        """When to renew; ``spread`` (0 to 1) moves it later within the first half of the margin."""
         assert self.minted is not None
         expires = self.minted.expires_at
         if expires is None or expires <= now:
@@ -60,12 +64,13 @@ class MintState:
         # A margin longer than the token lives (2 h for a 1 h GCR token)
         # would renew at once, forever: it is capped at half the lifetime.
         margin = lifetime / 4 if self.margin is None else min(self.margin, lifetime / 2)
-        self.refresh_at = expires - margin
+        self.refresh_at = expires - margin * (1 - spread / 2)
 
 
 class MintedCredentials:
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, spread: Callable[[], float] = random.random) -> None:
         self._clock = clock
+        self._spread = spread
         self._states: dict[str, MintState] = {}
         self._flights: SingleFlight[str, Minted] = SingleFlight()
         self._background: set[asyncio.Task[None]] = set()
@@ -168,7 +173,7 @@ class MintedCredentials:
         now = self._clock()
         state.minted, state.minted_at, state.failures, state.last_result = minted, now, 0, "ok"
         state.mints += 1
-        state.plan(now)
+        state.plan(now, self._spread())
         log.info("minted credentials for %s, valid until %s", state.registry,
                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(minted.expires_at)) if minted.expires_at else "unknown")
         return minted

@@ -36,7 +36,7 @@ class Minter:
 def manager(lifetime: float | None = 3600.0, margin: float | None = None) -> tuple[MintedCredentials, Minter, Clock]:
     clock = Clock()
     minter = Minter(clock, lifetime)
-    creds = MintedCredentials(clock=clock)
+    creds = MintedCredentials(clock=clock, spread=lambda: 0.0)
     creds.configure({"k": ("registry.example", minter, margin)})
     return creds, minter, clock
 
@@ -61,6 +61,23 @@ async def test_renews_in_the_last_quarter_behind_the_pull() -> None:
     await settle()
     assert minter.calls == 2
     assert (await creds.get("k")).password == "password-2"
+
+
+async def test_replicas_that_minted_together_renew_spread_over_half_the_margin() -> None:
+    clock = Clock()
+    draws = iter([i / 50 for i in range(50)])
+    replicas = [MintedCredentials(clock=clock, spread=lambda: next(draws)) for _ in range(50)]
+    minters = [Minter(clock, lifetime=12 * 3600) for _ in replicas]
+    for creds, minter in zip(replicas, minters, strict=True):
+        creds.configure({"k": ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", minter, None)})
+        await creds.get("k")
+    renewals = sorted(creds.states["k"].refresh_at or 0 for creds in replicas)
+    expires = clock.now + 12 * 3600
+    # Within the last quarter (3 h), never later than half of it before expiry, and no two at once.
+    assert renewals[0] == expires - 3 * 3600 and renewals[-1] < expires - 1.5 * 3600
+    assert len(set(renewals)) == 50
+    busiest = max(sum(1 for r in renewals if start <= r < start + 300) for start in renewals)
+    assert busiest <= 3  # of 50 in any five minutes
 
 
 async def test_margin_overrides_the_quarter() -> None:
