@@ -13,96 +13,37 @@ next request checks or fetches again. Each is counted in ``stats``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from proxy.reference import Digest, Target
 from proxy.storage.base import CacheStats, ContentKind, DigestMismatch, ManifestLink, StorageFull, TagRecord, VerifyReport
 from proxy.storage.content import ContentStore, OpenedContent
-from proxy.storage.files import FileRange, IoPool, SharedFd, pwrite_all, start_writeback
+from proxy.storage.files import IoPool
 from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
+from proxy.storage.staging import StagedBlob
 from proxy.storage.verify import verify_content
 
-__all__ = ["FilesystemStorage"]
+__all__ = ["FilesystemStorage", "SmallContent"]
 
 log = logging.getLogger(__name__)
 
-# Written bytes are sent on to the disk in runs of this much (see ``start_writeback``).
-_WRITEBACK = 8 * 1024 * 1024
 # Hashing this much takes longer than handing it to a thread.
 _HASH_INLINE = 256 * 1024
 
 
-class _PartialBlob:
+class _PartialBlob(StagedBlob):
     def __init__(self, digest: Digest, fd: int, temp: Path, content: ContentStore, io: IoPool, *,
                  reserved: int, on_full: Callable[[BaseException], None]) -> None:
-        self._digest = digest
-        self._fd = SharedFd(fd, io)
-        self._temp = temp
+        super().__init__(digest, fd, temp, content, io, reserved=reserved, on_full=on_full)
         self._content = content
-        self._io = io
-        self._hasher = digest.hasher()
-        self._reserved = reserved
-        self._on_full = on_full
-        self.written = 0
-        self.hashed = 0
-        self._unsynced = 0  # from here on, not yet on its way to the disk
-
-    async def append(self, chunks: Sequence[bytes]) -> None:
-        def write(fd: int) -> None:
-            # ``written`` moves chunk by chunk: after a failure it says what is stored.
-            for chunk in chunks:
-                pwrite_all(fd, chunk, self.written)
-                self.written += len(chunk)
-            if self.written - self._unsynced >= _WRITEBACK:
-                start_writeback(fd, self._unsynced, self.written - self._unsynced)
-                self._unsynced = self.written
-
-        def hash_all() -> None:
-            for chunk in chunks:
-                self._hasher.update(chunk)
-            self.hashed += sum(map(len, chunks))
-
-        more = self.written + sum(map(len, chunks)) - self._reserved
-        if more > 0:
-            await self._content.reserve(more)
-            self._reserved += more
-        # Two threads at once: hashing releases the GIL as writing does, so
-        # neither waits for the other, and neither holds up the event loop.
-        written, hashed = await asyncio.gather(self._fd.use(write), self._io.run(hash_all), return_exceptions=True)
-        if isinstance(hashed, BaseException):
-            raise hashed
-        if isinstance(written, OSError):
-            if StorageFull.caused(written):
-                self._on_full(written)
-                raise StorageFull(written.errno, f"the cache's disk is full: {written.strerror}") from None
-            raise written
-        if isinstance(written, BaseException):
-            raise written
-
-    async def uncache(self) -> hashlib._Hash:
-        # The descriptor keeps what was written readable; the name and the reservation go now.
-        self._content.release(self._reserved)
-        self._reserved = 0
-        await self._io.run(self._temp.unlink, missing_ok=True)
-        return self._hasher
-
-    def span(self, start: int, end: int) -> FileRange:
-        return FileRange(self._fd, start, end - start, resident=True)
-
-    def matches(self) -> bool:
-        return self._hasher.hexdigest() == self._digest.hex
-
-    def close(self) -> None:
-        self._fd.release()
 
     async def commit(self) -> None:
         if not self.matches():
@@ -118,11 +59,6 @@ class _PartialBlob:
             raise
         self._reserved = 0
 
-    async def discard(self) -> None:
-        self._content.release(self._reserved)
-        self._reserved = 0
-        await self._io.run(self._temp.unlink, missing_ok=True)
-
 
 class _OnlyFiller:
     async def release(self) -> None:
@@ -132,7 +68,7 @@ class _OnlyFiller:
 _ONLY_FILLER = _OnlyFiller()
 
 
-class _SmallContent:
+class SmallContent:
     """Verified small content (manifests) kept in memory, bounded by total size, least recently used out first.
 
     Warm manifest requests are the proxy's busiest path; from here they need
@@ -170,7 +106,7 @@ class FilesystemStorage:
         self._io = IoPool()
         self._content = ContentStore(self.layout, self._io, max_size=max_size)
         self._index = RepositoryIndex(self.layout, self._io)
-        self._small = _SmallContent(memory)
+        self._small = SmallContent(memory)
         self._disk_full = 0
 
     async def start(self) -> None:
