@@ -7,7 +7,8 @@ parsed, validated against values.schema.json, and the proxy config the chart
 renders by default is loaded with the proxy's own settings parser, so the
 chart cannot ship a config the proxy refuses. Which ports a Service, Ingress
 or NetworkPolicy opens is read from the template with its if/with/range
-blocks decided for given values (``decide_blocks``).
+blocks decided for given values (``decide_blocks``), which also follows the
+pod template both workloads include and stops where the chart would `fail`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from proxy.api.metrics import setup_metrics_routes
 from proxy.cli.client import URL_ENV
 from proxy.config import settings as settings_module
 from proxy.config.schema import config_json_schema
-from proxy.config.settings import load_settings
+from proxy.config.settings import DATA_DIR_ENV, LISTEN_ENV, STATE_URL_ENV, load_settings
 from proxy.store.admin_token import ADMIN_TOKEN_ENV, MIN_LENGTH, resolve_admin_token
 from proxy.store.crypto import KEY_ENV, load_key
 
@@ -39,6 +40,10 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "registry-proxy"
 TEMPLATES = CHART / "templates"
 MANIFESTS = sorted(p for p in TEMPLATES.glob("*.yaml"))
 ALL_TEMPLATES = sorted(p for p in TEMPLATES.iterdir() if p.suffix in (".yaml", ".tpl", ".txt"))
+# The pod template the StatefulSet (mode single) and the Deployment (mode ha) share.
+POD = TEMPLATES / "_pod.tpl"
+# Helpers whose text decide_blocks expands in place of their include.
+EXPANDED = {"registry-proxy.podTemplate": POD}
 
 # Optional resources and the values key that switches each one on.
 OPTIONAL = {
@@ -48,6 +53,8 @@ OPTIONAL = {
     "networkpolicy.yaml": "networkPolicy",
     "hpa.yaml": "autoscaling",
 }
+# Of those, the ones mode ha has a block of its own for, under ha.<key>: on by default there.
+PER_MODE = {"pdb.yaml", "hpa.yaml"}
 
 
 def _values() -> dict[str, Any]:
@@ -91,6 +98,10 @@ def _keyword(action: str) -> str | None:
 
 def _helper_text() -> str:
     return (TEMPLATES / "_helpers.tpl").read_text()
+
+
+def _pod_text() -> str:
+    return POD.read_text()
 
 
 def _leaves(tree: dict[str, Any], prefix: str = "") -> set[str]:
@@ -137,8 +148,20 @@ def render_config(values: dict[str, Any]) -> dict[str, Any]:
 
 _ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.S)
 _TOKEN = re.compile(r'\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+')
-_FUNCTIONS = ("or", "and", "not", "eq", "has", "list")
-_PATH = re.compile(r"\$|\.|\$?(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_FUNCTIONS = ("or", "and", "not", "eq", "ne", "has", "list", "ternary", "dig")
+_PATH = re.compile(r"\$|\.|\$?(\.[A-Za-z_][A-Za-z0-9_]*)+|\$[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_VARIABLES = "$variables"
+
+
+class Unsupported(AssertionError):
+    """An expression this reader does not evaluate; in a condition, the test fails rather than guess."""
+
+
+class RenderFailed(Exception):
+    """The chart calls `fail` for these values; the message is what helm would print."""
+
+
+_UNKNOWN = object()  # a variable set from an expression this reader does not evaluate
 
 
 def decide_blocks(path: Path, values: dict[str, Any]) -> str:
@@ -150,8 +173,16 @@ def decide_blocks(path: Path, values: dict[str, Any]) -> str:
     number literals, parentheses and or/and/not/eq/has/list; anything else
     fails the test rather than being guessed at.
     """
-    root = {"Values": values, "Release": {"Name": "registry-proxy", "Namespace": "default", "Service": "Helm"}}
+    root = {"Values": values, "Release": {"Name": "registry-proxy", "Namespace": "default", "Service": "Helm"},
+            _VARIABLES: {}}
     return _decide(_ACTION.split(path.read_text()), 0, root, root, emit=True)[0]
+
+
+def _expand(name: str, dot: Any, root: dict[str, Any]) -> str:
+    """The text of the helper `name` for this dot, as `include` returns it (variables are the helper's own)."""
+    parts = _ACTION.split(EXPANDED[name].read_text())
+    start = next(i for i in range(1, len(parts), 2) if re.fullmatch(rf'define "{re.escape(name)}"', parts[i]))
+    return _decide(parts, start + 1, dot, {**root, _VARIABLES: {}}, emit=True)[0]
 
 
 def _decide(parts: list[str], i: int, dot: Any, root: dict[str, Any], *, emit: bool) -> tuple[str, int]:
@@ -167,7 +198,7 @@ def _decide(parts: list[str], i: int, dot: Any, root: dict[str, Any], *, emit: b
             break
         i += 1
         if keyword not in ("if", "with", "range"):
-            out.append(_fill(action, dot, root) if emit else "")
+            out.append(_act(action, dot, root) if emit else "")
             continue
         # Blocks inside a branch not taken are skipped without evaluating them.
         value: Any = _evaluate(action.split(None, 1)[1], dot, root) if emit else None
@@ -192,16 +223,34 @@ def _decide(parts: list[str], i: int, dot: Any, root: dict[str, Any], *, emit: b
     return "".join(out) if emit else "", i
 
 
-def _fill(action: str, dot: Any, root: dict[str, Any]) -> str:
+def _act(action: str, dot: Any, root: dict[str, Any]) -> str:
+    """What an action that opens no block writes: a comment nothing, a variable assignment nothing."""
     if action.startswith("/*"):
         return ""
-    if _PATH.fullmatch(action):
-        return str(_evaluate(action, dot, root))
+    failed = re.fullmatch(r'fail ("(?:[^"\\]|\\.)*")', action)
+    if failed:
+        raise RenderFailed(json.loads(failed[1]))
+    assignment = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*) :?= (.+)", action, re.S)
+    if assignment:
+        try:
+            root[_VARIABLES][assignment[1]] = _evaluate(assignment[2], dot, root)
+        except Unsupported:
+            root[_VARIABLES][assignment[1]] = _UNKNOWN
+        return ""
+    included = re.fullmatch(r'include "([^"]+)" \.(?: \| nindent ([0-9]+))?', action)
+    if included and included[1] in EXPANDED:
+        text = _expand(included[1], dot, root)
+        return text if not included[2] else "\n" + "\n".join(" " * int(included[2]) + line
+                                                              for line in text.splitlines())
     to_yaml = re.fullmatch(r"toYaml (\S+) \| nindent ([0-9]+)", action)
     if to_yaml and _PATH.fullmatch(to_yaml[1]):
         text = yaml.safe_dump(_evaluate(to_yaml[1], dot, root), sort_keys=False).rstrip("\n")
         return "\n" + "\n".join(" " * int(to_yaml[2]) + line for line in text.splitlines())
-    return f"{{{{ {action} }}}}"
+    try:
+        value = _evaluate(action, dot, root)
+    except Unsupported:
+        return f"{{{{ {action} }}}}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def manifest(name: str, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -218,7 +267,8 @@ def manifest(name: str, values: dict[str, Any]) -> dict[str, Any] | None:
 
 def _evaluate(expression: str, dot: Any, root: dict[str, Any]) -> Any:
     value, rest = _command(_TOKEN.findall(expression), dot, root)
-    assert not rest, f"cannot evaluate {expression!r}"
+    if rest:
+        raise Unsupported(f"cannot evaluate {expression!r}")
     return value
 
 
@@ -226,21 +276,44 @@ def _command(tokens: list[str], dot: Any, root: dict[str, Any]) -> tuple[Any, li
     """A function and its arguments, or one operand; up to a ')' or the end."""
     if not tokens or tokens[0] not in _FUNCTIONS:
         return _operand(tokens, dot, root)
-    name, args, tokens = tokens[0], [], tokens[1:]
+    name, tokens = tokens[0], tokens[1:]
+    args: list[Any] = []
     while tokens and tokens[0] != ")":
+        if name in ("or", "and") and args and bool(args[-1]) == (name == "or"):
+            tokens = _skip(tokens)  # decided: like Go's templates, the rest is not evaluated
+            continue
         arg, tokens = _operand(tokens, dot, root)
         args.append(arg)
-    if name == "or":
-        return next((arg for arg in args if arg), args[-1]), tokens
-    if name == "and":
-        return next((arg for arg in args if not arg), args[-1]), tokens
+    if name in ("or", "and"):
+        return args[-1], tokens
     if name == "not":
         return not args[0], tokens
     if name == "eq":
         return args[0] == args[1], tokens
+    if name == "ne":
+        return args[0] != args[1], tokens
     if name == "has":
         return args[0] in args[1], tokens
+    if name == "ternary":
+        return (args[0] if args[2] else args[1]), tokens
+    if name == "dig":
+        node = args[-1]
+        for key in args[:-2]:
+            if not isinstance(node, dict) or key not in node:
+                return args[-2], tokens
+            node = node[key]
+        return node, tokens
     return args, tokens  # list
+
+
+def _skip(tokens: list[str]) -> list[str]:
+    """The tokens after one operand, which is not evaluated."""
+    depth = 0
+    for i, token in enumerate(tokens):
+        depth += {"(": 1, ")": -1}.get(token, 0)
+        if depth == 0:
+            return tokens[i + 1:]
+    raise AssertionError("unbalanced parentheses")
 
 
 def _operand(tokens: list[str], dot: Any, root: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -253,9 +326,15 @@ def _operand(tokens: list[str], dot: Any, root: dict[str, Any]) -> tuple[Any, li
         return json.loads(token), tokens
     if re.fullmatch(r"-?[0-9]+", token):
         return int(token), tokens
-    assert _PATH.fullmatch(token), f"unsupported: {token!r}"
+    if not _PATH.fullmatch(token):
+        raise Unsupported(f"unsupported: {token!r}")
     node = root if token.startswith("$") else dot
-    for field in token.lstrip("$").split(".")[1:] if token not in (".", "$") else []:
+    fields = token.lstrip("$").split(".")
+    if fields[0]:
+        node = root[_VARIABLES].get(fields[0], _UNKNOWN)
+        if node is _UNKNOWN:
+            raise Unsupported(f"${fields[0]} is set from an expression this reader does not evaluate")
+    for field in fields[1:] if token not in (".", "$") else []:
         node = node.get(field) if isinstance(node, dict) else None
     return node, tokens
 
@@ -303,7 +382,8 @@ def test_template_delimiters_and_blocks_balance(path: Path) -> None:
 
 
 def test_every_included_helper_is_defined() -> None:
-    defined = set(re.findall(r'define\s+"([^"]+)"', _helper_text()))
+    defined = {name for path in TEMPLATES.glob("_*.tpl") for name in re.findall(r'define\s+"([^"]+)"', path.read_text())}
+    assert set(EXPANDED) <= defined
     for path in ALL_TEMPLATES:
         for name in re.findall(r'\b(?:include|template)\s+"([^"]+)"', path.read_text()):
             assert name in defined, f"{path.name} includes undefined {name!r}"
@@ -325,7 +405,14 @@ def test_one_resource_per_template(path: Path) -> None:
 def test_optional_resources_are_wrapped_in_enabled(name: str, key: str) -> None:
     text = (TEMPLATES / name).read_text()
     lines = [line for line in text.splitlines() if line.strip()]
-    assert lines[0] == f"{{{{- if .Values.{key}.enabled }}}}"
+    if name in PER_MODE:
+        chosen = re.fullmatch(rf'\{{\{{- \$(\w+) := ternary \.Values\.ha\.{key} \.Values\.{key} '
+                              r'\(eq \.Values\.mode "ha"\) \}\}', lines[0])
+        assert chosen, f"{name}: its settings are ha.{key} in mode ha, {key} otherwise"
+        assert lines[1] == f"{{{{- if ${chosen[1]}.enabled }}}}"
+        assert _values()["ha"][key]["enabled"] is True, f"mode ha has its {key} on by default"
+    else:
+        assert lines[0] == f"{{{{- if .Values.{key}.enabled }}}}"
     assert lines[-1] == "{{- end }}"
     # The first `if` closes with the file's last action, so all of it is inside.
     depth, actions = 0, _actions(text)
@@ -416,12 +503,15 @@ def test_security_context_defaults_are_the_secure_ones() -> None:
     assert container["allowPrivilegeEscalation"] is False
     assert container["capabilities"]["drop"] == ["ALL"]
     assert container["seccompProfile"]["type"] == pod["seccompProfile"]["type"] == "RuntimeDefault"
-    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
-    assert "toYaml .Values.podSecurityContext | nindent 8" in statefulset
-    assert "toYaml .Values.securityContext | nindent 12" in statefulset
+    pod = _pod_text()
+    assert "toYaml .Values.podSecurityContext | nindent 4" in pod
+    assert "toYaml .Values.securityContext | nindent 8" in pod
     # The root filesystem is read-only: /tmp and the data volume are the writable places.
-    assert re.search(r"- name: tmp\n\s+mountPath: /tmp", statefulset)
-    assert re.search(r"- name: data\n\s+mountPath: /data\n", statefulset)
+    assert re.search(r"- name: tmp\n\s+mountPath: /tmp", pod)
+    assert re.search(r"- name: data\n\s+mountPath: /data\n", pod)
+    for workload in ("statefulset.yaml", "deployment.yaml"):
+        assert '  template:\n    {{- include "registry-proxy.podTemplate" . | nindent 4 }}\n' in (
+            TEMPLATES / workload).read_text()
 
 
 def test_defaults_keep_one_replica_and_persistence() -> None:
@@ -466,7 +556,7 @@ def test_tls_secret_files_are_what_the_proxy_needs(tmp_path: Path) -> None:
     cert_file, key_file = Path(config["tls"]["cert_file"]), Path(config["tls"]["key_file"])
     assert (cert_file.name, key_file.name) == ("tls.crt", "tls.key")
     assert cert_file.parent == key_file.parent == Path("/etc/registry-proxy/tls")
-    assert 'mountPath: /etc/registry-proxy/tls\n' in (TEMPLATES / "statefulset.yaml").read_text()
+    assert 'mountPath: /etc/registry-proxy/tls\n' in _pod_text()
     ca = trustme.CA()
     cert = ca.issue_cert("registry-proxy.example")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "tls.crt"))
@@ -490,12 +580,12 @@ def test_default_cache_fits_the_volume(tmp_path: Path) -> None:
 
 
 def test_env_names_are_the_ones_the_proxy_reads(tmp_path: Path) -> None:
-    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
-    names = re.findall(r"- name: (REGISTRY_PROXY_\w+)", statefulset)
-    assert sorted(names) == sorted({ADMIN_TOKEN_ENV, KEY_ENV, URL_ENV, "REGISTRY_PROXY_LISTEN", "REGISTRY_PROXY_DATA_DIR"})
+    pod = _pod_text()
+    names = re.findall(r"- name: (REGISTRY_PROXY_\w+)", pod)
+    assert sorted(names) == sorted({ADMIN_TOKEN_ENV, KEY_ENV, URL_ENV, LISTEN_ENV, DATA_DIR_ENV, STATE_URL_ENV})
     # The admin commands run in the pod call the admin listener, not the default URL's port.
     assert re.search(rf'- name: {URL_ENV}\n\s+value: \{{\{{ printf "%s://127\.0\.0\.1:%d" \(\$scheme \| lower\) '
-                     r"\(int \.Values\.admin\.port\) \| quote \}\}", statefulset)
+                     r"\(int \.Values\.admin\.port\) \| quote \}\}", pod)
     settings = load_settings(None, environ={"REGISTRY_PROXY_LISTEN": "0.0.0.0:5000",
                                             "REGISTRY_PROXY_DATA_DIR": str(tmp_path)})
     assert (settings.listen, settings.data_dir) == ("0.0.0.0:5000", tmp_path)
@@ -521,24 +611,24 @@ def test_probes_and_metrics_use_routes_the_proxy_serves() -> None:
     setup_metrics_routes(app)
     setup_health_routes(app)
     served = {resource.canonical for resource in app.router.resources()}
-    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
-    probed = set(re.findall(r"path: (/\S+)", statefulset))
+    pod = _pod_text()
+    probed = set(re.findall(r"path: (/\S+)", pod))
     assert probed == {"/healthz", "/readyz"}
     # On the registry port: the admin listener serves neither.
-    assert re.findall(r"path: /\w+\n\s+port: (\w+)", statefulset) == ["registry"] * 3
+    assert re.findall(r"path: /\w+\n\s+port: (\w+)", pod) == ["registry"] * 3
     assert probed <= served
     assert "path: /metrics" in (TEMPLATES / "servicemonitor.yaml").read_text()
     assert "/metrics" in served
 
 
 def test_config_mount_is_the_file_the_proxy_is_started_with() -> None:
-    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
-    args = re.search(r'args: \["serve", "--config", "([^"]+)"\]', statefulset)
-    assert args and f"mountPath: {args[1]}\n" in statefulset
+    pod = _pod_text()
+    args = re.search(r'args: \["serve", "--config", "([^"]+)"\]', pod)
+    assert args and f"mountPath: {args[1]}\n" in pod
     assert re.search(r"checksum/config: \{\{ include \(print \$\.Template\.BasePath \"/configmap\.yaml\"\) \. \| sha256sum \}\}",
-                     statefulset)
+                     pod)
     # password_file: /etc/registry-proxy/secrets/<name> must find the credential files.
-    assert "mountPath: /etc/registry-proxy/secrets\n" in statefulset
+    assert "mountPath: /etc/registry-proxy/secrets\n" in pod
 
 
 # -- the admin port: admin API, status page and /metrics, kept off the network by default -------------------------
@@ -565,8 +655,7 @@ def test_service_and_ingress_expose_only_the_registry_port() -> None:
             ("registry", values["service"]["port"], "registry")]
         backends = [path["backend"]["service"] for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
         assert [backend["port"] for backend in backends] == [{"name": "registry"}]
-    statefulset = (TEMPLATES / "statefulset.yaml").read_text()
-    assert re.findall(r"- name: (\w+)\n\s+containerPort: \{\{ (\S+) \}\}", statefulset) == [
+    assert re.findall(r"- name: (\w+)\n\s+containerPort: \{\{ (\S+) \}\}", _pod_text()) == [
         ("registry", ".Values.containerPort"), ("admin", ".Values.admin.port")]
 
 
@@ -650,8 +739,219 @@ def test_service_monitor_scrapes_the_admin_port() -> None:
 def test_notes_reach_the_admin_api_through_a_port_forward() -> None:
     notes = (TEMPLATES / "NOTES.txt").read_text()
     assert "{{- $adminPort := int .Values.admin.port }}" in notes
-    forward = re.search(r"kubectl port-forward --namespace \{\{ \$ns \}\} pod/\{\{ \$fullname \}\}-0 "
+    # The StatefulSet's first pod, or any of the Deployment's.
+    assert '{{- $pod := ternary (printf "deploy/%s" $fullname) (printf "pod/%s-0" $fullname) (eq .Values.mode "ha") }}' \
+        in notes
+    forward = re.search(r"kubectl port-forward --namespace \{\{ \$ns \}\} \{\{ \$pod \}\} "
                         r"(\d+):\{\{ \$adminPort \}\}\n"
                         r"\s+export REGISTRY_PROXY_URL=\{\{ \$scheme \}\}://127\.0\.0\.1:(\d+)\n", notes)
     assert forward and forward[1] == forward[2]
 
+
+
+# -- mode single and mode ha ----------------------------------------------------------------------------------
+
+HA_EXAMPLE = CHART / "ci" / "ha-values.yaml"
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Values as helm merges a -f file over values.yaml: maps key by key, everything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _ha_values(**override: Any) -> dict[str, Any]:
+    values = _merged(_values(), yaml.safe_load(HA_EXAMPLE.read_text()))
+    return _merged(values, override)
+
+
+def _rendered(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every resource the chart renders for these values, by template; the chart's Secret: see _own_secret."""
+    return {path.name: found for path in MANIFESTS
+            if path.name != "secret.yaml" and (found := manifest(path.name, values)) is not None}
+
+
+def _own_secret(values: dict[str, Any]) -> bool:
+    """Whether secret.yaml renders (its body reads the cluster through lookup, so only its guard is decided)."""
+    guard = re.search(r"^\{\{- if (.+) \}\}$", (TEMPLATES / "secret.yaml").read_text(), re.M)
+    assert guard
+    root = {"Values": values, _VARIABLES: {}}
+    return bool(_evaluate(guard[1], root, root))
+
+
+def _env(workload: dict[str, Any]) -> dict[str, Any]:
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    return {entry["name"]: entry.get("valueFrom", {}).get("secretKeyRef") or entry.get("value")
+            for entry in container["env"]}
+
+
+def test_mode_single_is_the_default_and_renders_as_before() -> None:
+    values = _values()
+    assert values["mode"] == "single"
+    rendered = _rendered(values)
+    assert "statefulset.yaml" in rendered and _own_secret(values)
+    assert not {"deployment.yaml", "hpa.yaml", "pdb.yaml"} & set(rendered)
+    statefulset = rendered["statefulset.yaml"]
+    assert statefulset["spec"]["replicas"] == 1
+    # The data volume is the claim template's, not a volume of the pod.
+    assert [claim["metadata"]["name"] for claim in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
+    assert "data" not in {volume["name"] for volume in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert "affinity" not in statefulset["spec"]["template"]["spec"]
+    assert set(_env(statefulset)) == {LISTEN_ENV, DATA_DIR_ENV, URL_ENV, ADMIN_TOKEN_ENV, KEY_ENV}
+    values["autoscaling"]["enabled"] = values["podDisruptionBudget"]["enabled"] = True
+    rendered = _rendered(values)
+    assert rendered["hpa.yaml"]["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    assert "replicas" not in rendered["statefulset.yaml"]["spec"]
+    assert rendered["pdb.yaml"]["spec"]["maxUnavailable"] == 1
+
+
+def test_mode_ha_runs_a_deployment_with_n_replicas_and_no_claims() -> None:
+    values = _ha_values(ha={"replicaCount": 4, "autoscaling": {"enabled": False}})
+    rendered = _rendered(values)
+    assert "statefulset.yaml" not in rendered and "hpa.yaml" not in rendered
+    deployment = rendered["deployment.yaml"]
+    assert deployment["kind"] == "Deployment"
+    assert deployment["spec"]["replicas"] == 4
+    assert deployment["spec"]["strategy"] == values["ha"]["updateStrategy"]
+    assert "volumeClaimTemplates" not in deployment["spec"]
+    volumes = {volume["name"]: volume for volume in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"] == {"name": "data", "emptyDir": {"sizeLimit": values["ha"]["dataVolume"]["sizeLimit"]}}
+    assert not any("persistentVolumeClaim" in volume for volume in volumes.values())
+    assert not any(resource["kind"] == "PersistentVolumeClaim" for resource in rendered.values())
+    # Both secrets come from the operator's Secrets: the chart renders none of its own.
+    assert not _own_secret(values)
+
+
+def test_mode_ha_autoscales_the_deployment_on_cpu() -> None:
+    values = _ha_values()
+    rendered = _rendered(values)
+    hpa, deployment = rendered["hpa.yaml"], rendered["deployment.yaml"]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["kind"] == deployment["kind"] == "Deployment"
+    hpa_text, deployment_text = (TEMPLATES / "hpa.yaml").read_text(), (TEMPLATES / "deployment.yaml").read_text()
+    assert '    name: {{ include "registry-proxy.fullname" . }}\n' in hpa_text
+    assert 'metadata:\n  name: {{ include "registry-proxy.fullname" . }}\n' in deployment_text
+    # The HorizontalPodAutoscaler owns the count: a replicas field would fight it on every upgrade.
+    assert "replicas" not in deployment["spec"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 10)
+    [metric] = hpa["spec"]["metrics"]
+    assert metric["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}
+    assert _values()["resources"]["requests"]["cpu"], "the HPA measures utilization against the CPU request"
+    del values["resources"]["requests"]["cpu"]
+    with pytest.raises(RenderFailed, match=r"needs resources\.requests\.cpu"):
+        manifest("hpa.yaml", values)
+
+
+def test_mode_ha_has_a_disruption_budget() -> None:
+    assert _rendered(_ha_values())["pdb.yaml"]["spec"]["maxUnavailable"] == 1
+    budget = manifest("pdb.yaml", _ha_values(ha={"podDisruptionBudget": {"minAvailable": "50%"}}))
+    assert budget is not None
+    assert budget["spec"]["minAvailable"] == "50%" and "maxUnavailable" not in budget["spec"]
+    assert manifest("pdb.yaml", _ha_values(ha={"podDisruptionBudget": {"enabled": False}})) is None
+
+
+def test_mode_ha_spreads_replicas_over_nodes_unless_told_otherwise() -> None:
+    def affinity(values: dict[str, Any]) -> Any:
+        deployment = manifest("deployment.yaml", values)
+        assert deployment is not None
+        return deployment["spec"]["template"]["spec"].get("affinity")
+
+    soft = affinity(_ha_values())["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert [term["podAffinityTerm"]["topologyKey"] for term in soft] == ["kubernetes.io/hostname"]
+    hard = affinity(_ha_values(ha={"podAntiAffinityPreset": "hard"}))["podAntiAffinity"]
+    assert [term["topologyKey"] for term in hard["requiredDuringSchedulingIgnoredDuringExecution"]] == [
+        "kubernetes.io/hostname"]
+    assert affinity(_ha_values(ha={"podAntiAffinityPreset": ""})) is None
+    own: dict[str, Any] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    assert affinity(_ha_values(affinity=own)) == own
+
+
+def test_mode_ha_takes_credentials_from_the_named_secrets() -> None:
+    values = _ha_values(externalS3={"existingSecret": "bucket-keys"})
+    deployment = manifest("deployment.yaml", values)
+    assert deployment is not None
+    env = _env(deployment)
+    assert env["PGPASSWORD"] == {"name": "registry-proxy-postgres", "key": "password"}
+    assert STATE_URL_ENV not in env
+    assert env["AWS_ACCESS_KEY_ID"] == {"name": "bucket-keys", "key": "access-key-id"}
+    assert env["AWS_SECRET_ACCESS_KEY"] == {"name": "bucket-keys", "key": "secret-access-key"}
+    # The key and the token: the Secrets' names come from the helpers, which prefer existingSecret.
+    assert set(env[ADMIN_TOKEN_ENV]) == set(env[KEY_ENV]) == {"name", "key"}
+    helpers = _helper_text()
+    for block, key in (("admin", "existingSecretKey"), ("secretKey", "existingSecretKey")):
+        assert f'{{{{- .Values.{block}.existingSecret | default (include "registry-proxy.fullname" .) -}}}}' in helpers
+        assert f"{{{{- if .Values.{block}.existingSecret -}}}}{{{{ .Values.{block}.{key} }}}}" in helpers
+
+    # The whole URL from a Secret instead: no config.state.url needed.
+    values = _ha_values(externalDatabase={"existingSecret": "pg-url", "existingSecretUrlKey": "url",
+                                          "existingSecretPasswordKey": ""})
+    del values["config"]["state"]
+    deployment = manifest("deployment.yaml", values)
+    assert deployment is not None
+    env = _env(deployment)
+    assert env[STATE_URL_ENV] == {"name": "pg-url", "key": "url"} and "PGPASSWORD" not in env
+
+
+def test_mode_ha_reaches_the_bucket_through_irsa_without_keys() -> None:
+    values = _ha_values()
+    assert not values["externalS3"]["existingSecret"]
+    deployment, account = manifest("deployment.yaml", values), manifest("serviceaccount.yaml", values)
+    assert deployment is not None and account is not None
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(_env(deployment))
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/registry-proxy"}
+    # Web identity needs no Kubernetes API token in the pod.
+    assert deployment["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"secretKey": {"existingSecret": ""}}, "mode ha needs secretKey.existingSecret"),
+    ({"admin": {"existingSecret": ""}}, "mode ha needs admin.existingSecret"),
+    ({"config": {"storage": {"backend": "filesystem"}}}, "mode ha needs config.storage.backend: s3"),
+    ({"config": {"storage": {"bucket": ""}}}, "mode ha needs config.storage.bucket"),
+    ({"config": {"state": {"url": ""}}}, "set config.state.url"),
+    ({"config": {"state": {"url": ""}}, "externalDatabase": {"existingSecretUrlKey": ""}}, "set config.state.url"),
+])
+def test_mode_ha_refuses_to_render_without_what_replicas_share(change: dict[str, Any], message: str) -> None:
+    assert manifest("deployment.yaml", _ha_values()) is not None
+    with pytest.raises(RenderFailed, match=re.escape(message)):
+        manifest("deployment.yaml", _ha_values(**change))
+
+
+def test_mode_ha_checks_name_the_values_they_ask_for() -> None:
+    values = _values()
+    for message in re.findall(r'fail "([^"]+)"', (TEMPLATES / "deployment.yaml").read_text()):
+        for dotted in re.findall(r"\b((?:config|secretKey|admin|externalDatabase)(?:\.[A-Za-z_]+)+)", message):
+            node: Any = values if not dotted.startswith("config.") else {"config": config_json_schema()["properties"]}
+            for part in dotted.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+                node = node.get("properties", node) if isinstance(node, dict) and "type" in node else node
+            assert node is not None, f"{message!r} names {dotted}, which does not exist"
+
+
+def test_mode_ha_config_is_one_the_proxy_accepts(tmp_path: Path) -> None:
+    values = _ha_values()
+    jsonschema.Draft7Validator(_schema()).validate(values)
+    settings = _load(render_config(values), tmp_path)
+    assert settings.storage.backend == "s3" and settings.storage.shared
+    assert settings.storage.bucket == "registry-proxy-cache"
+    assert settings.state.url == values["config"]["state"]["url"]
+    # The emptyDir holds the local tier and the downloads in flight; past its limit the pod is evicted.
+    limit = re.fullmatch(r"([0-9]+)Gi", values["ha"]["dataVolume"]["sizeLimit"])
+    assert limit and settings.storage.local_size + 4 * 1024**3 <= int(limit[1]) * 1024**3
+
+
+def test_schema_refuses_an_unknown_mode() -> None:
+    validator = jsonschema.Draft7Validator(_schema())
+    assert list(validator.iter_errors(_ha_values(mode="cluster")))
+    assert list(validator.iter_errors(_ha_values(ha={"replicas": 3})))
+    assert not list(validator.iter_errors(_ha_values()))
+
+
+def test_readme_shows_the_ha_set_up_the_tests_check() -> None:
+    # The values rendered above, and the replicas' config that test_settings loads.
+    readme = (CHART.parents[1] / "README.md").read_text()
+    assert f"```yaml\n{HA_EXAMPLE.read_text()}```" in readme
+    assert f"```yaml\n{(CHART.parents[1] / 'config' / 'examples' / 'replicas.yaml').read_text()}```" in readme
