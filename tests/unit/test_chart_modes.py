@@ -38,7 +38,7 @@ from .chart_reader import (
 
 MANIFESTS = sorted(p for p in TEMPLATES.glob("*.yaml"))
 
-HA_EXAMPLE = CHART / "ci" / "ha-values.yaml"
+HA_EXAMPLE = CHART / "examples" / "ha-values.yaml"
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
