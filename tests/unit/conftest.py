@@ -9,6 +9,7 @@ import pytest
 from proxy.storage.filesystem import FilesystemStorage
 
 from .engine_fakes import FakeUpstream, ObservedStorage, open_storage
+from .s3_fixtures import s3env  # noqa: F401 - a fixture, found here by pytest
 
 NewStorage = Callable[..., Awaitable[FilesystemStorage]]
 
