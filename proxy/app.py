@@ -22,17 +22,19 @@ from proxy.api.state import ADMIN_TOKEN, LIVE, OBSERVER, SERVICES, SETTINGS, Ser
 from proxy.api.status import setup_status_routes
 from proxy.api.v2 import registry_app, setup_token_route
 from proxy.config.runtime import SETTING_DEFAULTS
-from proxy.config.settings import Settings
+from proxy.config.settings import Settings, SettingsError
 from proxy.directory import LiveState
+from proxy.postgres.pool import PgUnavailable
 from proxy.pullthrough.blobs import BlobService
 from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.referrers import ReferrersService
 from proxy.pullthrough.routing import Router
-from proxy.storage.choose import open_storage
+from proxy.storage.filesystem import FilesystemStorage
 from proxy.store.admin_token import resolve_admin_token
+from proxy.store.choose import state_database
 from proxy.store.credentials import RegistryStore
-from proxy.store.crypto import KeyMissing, SecretBox, key_origin, load_key
+from proxy.store.crypto import KEY_ENV, KeyMissing, SecretBox, SecretError, key_origin, load_key
 from proxy.store.db import Database
 from proxy.store.environments import EnvironmentStore
 from proxy.store.runtime_settings import SettingsStore
@@ -80,10 +82,15 @@ def admin_token_origin(app: web.Application) -> str:
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    db = Database(settings.data_dir / "state.db")
-    await db.open()
+    shared = settings.state.url is not None
+    db = state_database(settings.data_dir, settings.state.url)
+    log.info("state in %s %s", "PostgreSQL at" if shared else "SQLite file", db.description)
     try:
-        secret_key = await _secret_key(settings, db)
+        try:
+            await db.open()
+        except PgUnavailable as exc:
+            raise SettingsError(f"Config 'state.url': {exc}") from None
+        secret_key = await _secret_key(settings, db, shared=shared)
         box = SecretBox(secret_key)
         live = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db, SETTING_DEFAULTS),
                          upstreams=UpstreamStore(db, box), environments=EnvironmentStore(db),
@@ -98,11 +105,12 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         app[PULL_AUTH] = PullAuth(live, TokenSigner(secret_key), app[OBSERVER], external_url=settings.external_url,
                                   trusted_proxies=settings.trusted_proxies)
         token = await asyncio.to_thread(resolve_admin_token, settings.admin_token_file, settings.data_dir,
-                                        os.environ)
+                                        os.environ, generate=not shared)
         app[ADMIN_TOKEN] = token
         log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
         # Renews minted credentials (ECR, GCR) ahead of expiry even when nobody pulls.
-        background = [asyncio.create_task(live.minted.run()), asyncio.create_task(live.run_key_use_flusher())]
+        background = [asyncio.create_task(live.minted.run()), asyncio.create_task(live.run_key_use_flusher()),
+                      asyncio.create_task(_follow(db, live))]
         try:
             yield
         finally:
@@ -115,24 +123,54 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         await db.close()
 
 
-async def _secret_key(settings: Settings, db: Database) -> bytes:
-    """The key that opens every secret in the store; a new one only for a store that holds none."""
+async def _follow(db: Database, live: LiveState) -> None:
+    """Reload the live state when another replica changed the database; a burst of changes makes one reload."""
+    changed = asyncio.Event()
+    watcher = asyncio.create_task(db.watch(changed.set))
+    try:
+        while True:
+            await changed.wait()
+            changed.clear()
+            try:
+                # Through change(): under the lock the admin API's writes hold, so reloads never interleave.
+                await live.change(_nothing)
+            except Exception as exc:  # noqa: BLE001 - the database away, say: the listener reports its return
+                log.warning("state not reloaded after a change on another replica (again in 1 s): %s", exc)
+                await asyncio.sleep(1.0)
+                changed.set()
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _secret_key(settings: Settings, db: Database, *, shared: bool) -> bytes:
+    """The key that opens every secret in the store; a new one only for a store of this process's own that holds
+    none: replicas sharing a store must share the key, so they never make one."""
     sealed = await db.read(sealed_secrets)
     try:
-        key = await asyncio.to_thread(load_key, settings.key_file, os.environ, create=not sealed)
+        key = await asyncio.to_thread(load_key, settings.key_file, os.environ, create=not sealed and not shared)
     except KeyMissing as exc:
-        raise key_missing_error(str(exc), len(sealed), str(db.path)) from None
+        if shared:
+            raise SecretError(f"state.url is set, so every replica must use one secret key: set ${KEY_ENV} (base64 "
+                              f"of 32 bytes) or secrets.key_file (from the same Secret on each); none is generated "
+                              f"({exc}).") from None
+        raise key_missing_error(str(exc), len(sealed), db.description) from None
     box = SecretBox(key)
     unreadable = [secret for secret in sealed if not box.opens(secret.sealed, secret.context)]
     if unreadable:
-        raise wrong_key_error(key_origin(settings.key_file, os.environ), len(unreadable), str(db.path))
+        raise wrong_key_error(key_origin(settings.key_file, os.environ), len(unreadable), db.description)
     return key
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     live = app[LIVE]
-    storage = await open_storage(settings)
+    storage = FilesystemStorage(settings.data_dir, max_size=settings.cache.max_size)
+    await storage.start()
     limits = settings.upstream
     timeouts = Timeouts(connect=limits.connect_timeout, response=limits.response_timeout, idle=limits.idle_timeout)
     pools = open_pools(timeouts)

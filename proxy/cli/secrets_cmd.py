@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy.config.settings import SettingsError, load_settings
+from proxy.postgres.pool import PgUnavailable
+from proxy.store.choose import state_database
 from proxy.store.crypto import KeyMissing, SecretBox, SecretError, key_origin, load_key
 from proxy.store.db import Database
 from proxy.store.sealed import SealedSecret, forget, undecryptable
@@ -57,9 +59,9 @@ def run_secrets_command(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"registry-proxy: {exc}", file=sys.stderr)
         return 2
-    state = settings.data_dir / "state.db"
-    if not state.is_file():
-        print(f"registry-proxy: no store at {state}: nothing to forget", file=sys.stderr)
+    db = state_database(settings.data_dir, settings.state.url)
+    if settings.state.url is None and not Path(db.description).is_file():
+        print(f"registry-proxy: no store at {db.description}: nothing to forget", file=sys.stderr)
         return 2
     origin = key_origin(settings.key_file, os.environ)
     try:
@@ -71,7 +73,10 @@ def run_secrets_command(args: argparse.Namespace) -> int:
         print(f"registry-proxy: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_forget(Database(state), box, origin, assume_yes=args.yes))
+        return asyncio.run(_forget(db, box, origin, assume_yes=args.yes))
+    except PgUnavailable as exc:
+        print(f"registry-proxy: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\nregistry-proxy: interrupted; nothing was changed", file=sys.stderr)
         return 130

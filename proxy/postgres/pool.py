@@ -31,7 +31,9 @@ KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalive
                               "keepalives_count": 2, "connect_timeout": 5}
 
 # SQLSTATEs worth waiting out at start: the server is starting, shutting down or refusing for now.
-_TRANSIENT = {None, "57P03", "53300", "08000", "08001", "08006"}
+_TRANSIENT = {"57P03", "53300", "08000", "08001", "08006"}
+_PASSING = ("the database system is starting up", "the database system is shutting down",
+            "the database system is in recovery mode", "too many clients", "connection slots are reserved")
 
 
 class PgUnavailable(Exception):
@@ -73,7 +75,13 @@ def failure(url: str, exc: BaseException) -> PgUnavailable:
 
 def transient(exc: BaseException) -> bool:
     """Whether a failed connection may succeed later (not a wrong password or database name)."""
-    return getattr(exc, "sqlstate", None) in _TRANSIENT
+    state = getattr(exc, "sqlstate", None)
+    if state is not None:
+        return state in _TRANSIENT
+    # libpq reports a refusal at connect without its SQLSTATE: a FATAL is the server's answer, final unless it
+    # says the server is starting, stopping or full.
+    text = str(exc)
+    return "FATAL:" not in text or any(passing in text for passing in _PASSING)
 
 
 def _lost(exc: BaseException) -> bool:

@@ -2,7 +2,9 @@
 
 In order: ``REGISTRY_PROXY_ADMIN_TOKEN``, the file named by ``admin.token_file``,
 or a random token generated on first start into ``<data_dir>/admin-token``
-(mode 0600), whose path is logged, never its content.
+(mode 0600), whose path is logged, never its content. Replicas that share
+their state (``state.url``) must share the token too: for them it is never
+generated, and one of the first two is required.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class AdminToken:
     generated: bool = False
 
 
-def resolve_admin_token(token_file: Path | None, data_dir: Path, environ: Mapping[str, str]) -> AdminToken:
+def resolve_admin_token(token_file: Path | None, data_dir: Path, environ: Mapping[str, str], *,
+                        generate: bool = True) -> AdminToken:
     if environ.get(ADMIN_TOKEN_ENV):
         return AdminToken(_checked(environ[ADMIN_TOKEN_ENV].strip(), ADMIN_TOKEN_ENV), f"${ADMIN_TOKEN_ENV}")
     if token_file is not None:
@@ -40,6 +43,9 @@ def resolve_admin_token(token_file: Path | None, data_dir: Path, environ: Mappin
             raise AdminTokenError(f"Config 'admin.token_file' has value '{token_file}'. "
                                 f"Cannot read it: {exc.strerror}.") from None
         return AdminToken(_checked(text, "admin.token_file"), str(token_file))
+    if not generate:
+        raise AdminTokenError(f"state.url is set, so every replica must use one admin token: set ${ADMIN_TOKEN_ENV} "
+                              "or admin.token_file (from the same Secret on each); none is generated.")
     path = data_dir / "admin-token"
     if path.exists():
         return AdminToken(_checked(path.read_text().strip(), str(path)), str(path))

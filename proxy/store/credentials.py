@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,8 +10,9 @@ from typing import Any
 
 from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
+from proxy.postgres.pool import Cursor, Row
 from proxy.store.crypto import SecretBox
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 
 __all__ = ["ManagedByConfig", "NotFound", "RegistryRecord", "RegistryStore", "in_use"]
 
@@ -67,15 +67,14 @@ class RegistryStore:
     async def add(self, *, address: str, email: str, username: str, password: str | None,
                   kind: str = "basic", options: dict[str, Any] | None = None, source: str = "api",
                   environment: str = DEFAULT_ENVIRONMENT) -> RegistryRecord:
-        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+        def insert(conn: Conn) -> Row:
             if conn.execute("SELECT 1 FROM environments WHERE name = ?", (environment,)).fetchone() is None:
                 raise NotFound(environment)
             now = time.time()
-            cursor = conn.execute(
+            record_id = _new_id(conn.execute(
                 "INSERT INTO registries (address, email, username, active, source, created, updated, kind, options,"
-                " environment) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-                (address, email, username, source, now, now, kind, json.dumps(options or {}), environment))
-            record_id = int(cursor.lastrowid or 0)
+                " environment) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (address, email, username, source, now, now, kind, json.dumps(options or {}), environment)))
             self._set_secret(conn, record_id, password)
             return self._row(conn, record_id)
 
@@ -83,7 +82,7 @@ class RegistryStore:
 
     async def update(self, record_id: int, *, email: str, username: str, password: str | None,
                      options: dict[str, Any] | None = None) -> RegistryRecord:
-        def change(conn: sqlite3.Connection) -> sqlite3.Row:
+        def change(conn: Conn) -> Row:
             row = self._editable(conn, record_id)
             conn.execute("UPDATE registries SET email = ?, username = ?, options = ?, updated = ? WHERE id = ?",
                          (email, username, json.dumps(options if options is not None else json.loads(row["options"])),
@@ -96,7 +95,7 @@ class RegistryStore:
         return record
 
     async def set_active(self, record_id: int, active: bool) -> RegistryRecord:
-        def change(conn: sqlite3.Connection) -> sqlite3.Row:
+        def change(conn: Conn) -> Row:
             self._editable(conn, record_id)
             conn.execute("UPDATE registries SET active = ?, updated = ? WHERE id = ?",
                          (int(active), time.time(), record_id))
@@ -105,7 +104,7 @@ class RegistryStore:
         return self._record(await self._db.transaction(change))
 
     async def delete(self, record_id: int) -> RegistryRecord:
-        def remove(conn: sqlite3.Connection) -> sqlite3.Row:
+        def remove(conn: Conn) -> Row:
             row = self._editable(conn, record_id)
             conn.execute("DELETE FROM registries WHERE id = ?", (record_id,))
             return row
@@ -119,22 +118,21 @@ class RegistryStore:
     async def sync_config(self, wanted: Mapping[tuple[str, str], CredentialInput]) -> None:
         """Make the config file's credentials, by (environment, address), the store's ``source: config`` rows."""
 
-        def sync(conn: sqlite3.Connection) -> None:
+        def sync(conn: Conn) -> None:
             rows = conn.execute("SELECT * FROM registries WHERE source = 'config'").fetchall()
             existing = {(row["environment"], row["address"]): row for row in rows}
             now = time.time()
-            for key, row in existing.items():
+            for key, old in existing.items():
                 if key not in wanted:
-                    conn.execute("DELETE FROM registries WHERE id = ?", (row["id"],))
+                    conn.execute("DELETE FROM registries WHERE id = ?", (old["id"],))
             for (environment, address), given in wanted.items():
                 row = existing.get((environment, address))
                 options = json.dumps(given.options)
                 if row is None:
-                    cursor = conn.execute(
+                    record_id = _new_id(conn.execute(
                         "INSERT INTO registries (address, email, username, active, source, created, updated, kind,"
-                        " options, environment) VALUES (?, ?, ?, 1, 'config', ?, ?, ?, ?, ?)",
-                        (address, given.email, given.username, now, now, given.kind, options, environment))
-                    record_id = int(cursor.lastrowid or 0)
+                        " options, environment) VALUES (?, ?, ?, 1, 'config', ?, ?, ?, ?, ?) RETURNING id",
+                        (address, given.email, given.username, now, now, given.kind, options, environment)))
                 else:
                     record_id = row["id"]
                     conn.execute("UPDATE registries SET email = ?, username = ?, kind = ?, options = ?, active = 1,"
@@ -145,24 +143,24 @@ class RegistryStore:
         await self._db.transaction(sync)
         await self._db.checkpoint()
 
-    def _set_secret(self, conn: sqlite3.Connection, record_id: int, password: str | None) -> None:
+    def _set_secret(self, conn: Conn, record_id: int, password: str | None) -> None:
         sealed = None if password is None else self._box.seal(password, f"registries:{record_id}")
         conn.execute("UPDATE registries SET secret = ? WHERE id = ?", (sealed, record_id))
 
     @staticmethod
-    def _row(conn: sqlite3.Connection, record_id: int) -> sqlite3.Row:
+    def _row(conn: Conn, record_id: int) -> Row:
         row = conn.execute("SELECT * FROM registries WHERE id = ?", (record_id,)).fetchone()
         if row is None:
             raise NotFound(record_id)
-        return row  # type: ignore[no-any-return]
+        return row
 
-    def _editable(self, conn: sqlite3.Connection, record_id: int) -> sqlite3.Row:
+    def _editable(self, conn: Conn, record_id: int) -> Row:
         row = self._row(conn, record_id)
         if row["source"] == "config":
             raise ManagedByConfig(record_id)
         return row
 
-    def _record(self, row: sqlite3.Row, *, decrypt: bool = True) -> RegistryRecord:
+    def _record(self, row: Row, *, decrypt: bool = True) -> RegistryRecord:
         password = None
         if decrypt and row["secret"] is not None:
             password = self._box.open(row["secret"], f"registries:{row['id']}")
@@ -170,3 +168,11 @@ class RegistryStore:
                               active=bool(row["active"]), source=row["source"], created=row["created"],
                               updated=row["updated"], password=password, kind=row["kind"],
                               options=json.loads(row["options"]), environment=row["environment"])
+
+
+def _new_id(inserted: Cursor) -> int:
+    """The id an ``INSERT ... RETURNING id`` gave its row."""
+    row = inserted.fetchone()
+    if row is None:
+        raise RuntimeError("INSERT ... RETURNING id gave no row")
+    return int(row[0])

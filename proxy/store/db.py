@@ -1,9 +1,14 @@
-"""One SQLite database, used from one worker thread, migrated at open.
+"""Durable state behind one small interface, in SQLite (the default) or PostgreSQL (``state.url``).
 
-Every write commits (``synchronous=FULL``) before the awaiting caller resumes,
-so anything the admin API acknowledged survives a crash or a kill -9. A write
-that finds the disk full is rolled back whole and raises ``StateFull``. The
-database and its -wal and -shm files are mode 0600.
+Stores run the same SQL on both: ``?`` placeholders, ``RETURNING id``,
+``ON CONFLICT``, nothing either engine lacks. ``transaction`` commits before
+the awaiting caller resumes, so anything the admin API acknowledged
+survives a crash; a write that finds the disk full is rolled back whole and
+raises ``StateFull``. ``watch`` reports changes other processes commit:
+PostgreSQL's are shared by replicas; SQLite's belong to this process alone.
+
+SQLite: one database used from one worker thread, migrated at open, with
+``synchronous=FULL``; the database and its -wal and -shm files are mode 0600.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import asyncio
 import errno
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["MIGRATIONS", "Database", "StateFull"]
+from proxy.postgres.pool import Cursor
+
+__all__ = ["MIGRATIONS", "Conn", "Database", "SqliteDatabase", "StateFull"]
 
 T = TypeVar("T")
 
@@ -100,9 +107,35 @@ def _disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-class Database:
+class Conn(Protocol):
+    """A connection inside a transaction, as stores use it: sqlite3's, or proxy.postgres's."""
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor: ...
+
+
+class Database(Protocol):
+    description: str  # where the state is, for messages: a path, or a URL without its password
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def transaction(self, work: Callable[[Conn], T]) -> T:
+        """Run ``work`` in one transaction, in a worker thread; committed when this returns."""
+
+    async def read(self, work: Callable[[Conn], T]) -> T:
+        """Run ``work``, which only reads, in a worker thread."""
+
+    async def checkpoint(self) -> None:
+        """Let go of old copies of deleted or replaced rows where the engine keeps them (SQLite's WAL)."""
+
+    async def watch(self, on_change: Callable[[], None]) -> None:
+        """Until cancelled, call ``on_change`` (on the event loop) when another process may have changed the state."""
+
+
+class SqliteDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.description = str(path)
         # One thread owns the connection: SQLite serialises writers anyway,
         # and the event loop never blocks on a commit.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
@@ -155,7 +188,7 @@ class Database:
     async def run(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(self, work: Callable[[Conn], T]) -> T:
         """Run ``work`` in one transaction; committed when this returns."""
 
         def run() -> T:
@@ -178,8 +211,12 @@ class Database:
     async def checkpoint(self) -> None:
         await self.run(lambda: self.connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
 
-    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, work: Callable[[Conn], T]) -> T:
         return await self.run(lambda: work(self.connection))
+
+    async def watch(self, on_change: Callable[[], None]) -> None:
+        # Only this process writes to its SQLite file, and it reloads after its own writes.
+        await asyncio.Event().wait()
 
     @property
     def connection(self) -> sqlite3.Connection:

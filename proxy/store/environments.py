@@ -1,4 +1,4 @@
-"""Environments (tenants) and their pull keys in SQLite.
+"""Environments (tenants) and their pull keys in the state database.
 
 `default` exists from the first start and cannot be deleted: unprefixed,
 unauthenticated pulls land there unless an operator says otherwise.
@@ -8,18 +8,18 @@ rows, replaced at each start and refused to the admin API.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
+from proxy.postgres.pool import Row
 from proxy.store.credentials import ManagedByConfig, NotFound
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 from proxy.store.pullkeys import PullKeyRecord, hash_secret, verify_secret
 
 __all__ = ["AlreadyExists", "EnvironmentRecord", "EnvironmentStore", "InUse", "Protected"]
@@ -82,7 +82,7 @@ class EnvironmentStore:
         return [_key(row) for row in rows]
 
     async def add(self, name: str, *, anonymous_pull: bool, anonymous_from: tuple[str, ...]) -> EnvironmentRecord:
-        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+        def insert(conn: Conn) -> Row:
             if conn.execute("SELECT 1 FROM environments WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExists(name)
             now = time.time()
@@ -94,7 +94,7 @@ class EnvironmentStore:
         return _environment(await self._db.transaction(insert))
 
     async def update(self, name: str, *, anonymous_pull: bool, anonymous_from: tuple[str, ...]) -> EnvironmentRecord:
-        def change(conn: sqlite3.Connection) -> sqlite3.Row:
+        def change(conn: Conn) -> Row:
             _editable(conn, name)
             conn.execute("UPDATE environments SET anonymous_pull = ?, anonymous_from = ?, updated = ? WHERE name = ?",
                          (int(anonymous_pull), json.dumps(anonymous_from), time.time(), name))
@@ -105,12 +105,12 @@ class EnvironmentStore:
     async def delete(self, name: str, *, force: bool) -> None:
         """Remove it; with ``force``, its credentials and keys too, else InUse while it has any."""
 
-        def remove(conn: sqlite3.Connection) -> None:
+        def remove(conn: Conn) -> None:
             if name == DEFAULT_ENVIRONMENT:
                 raise Protected(name)
             _editable(conn, name)
-            credentials = conn.execute("SELECT count(*) FROM registries WHERE environment = ?", (name,)).fetchone()[0]
-            keys = conn.execute("SELECT count(*) FROM pull_keys WHERE environment = ?", (name,)).fetchone()[0]
+            credentials = _one(conn.execute("SELECT count(*) FROM registries WHERE environment = ?", (name,)).fetchone())[0]
+            keys = _one(conn.execute("SELECT count(*) FROM pull_keys WHERE environment = ?", (name,)).fetchone())[0]
             if (credentials or keys) and not force:
                 raise InUse(f"{credentials} registry credential(s) and {keys} pull key(s)")
             conn.execute("DELETE FROM registries WHERE environment = ?", (name,))
@@ -120,20 +120,20 @@ class EnvironmentStore:
         await self._db.checkpoint()  # the deleted credentials' secrets leave the WAL
 
     async def add_key(self, environment: str, key_id: str, secret: str) -> PullKeyRecord:
-        hashed = await self._db_hash(secret)
+        hashed = await self._hash(secret)
 
-        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+        def insert(conn: Conn) -> Row:
             _row(conn, environment)
             if conn.execute("SELECT 1 FROM pull_keys WHERE id = ?", (key_id,)).fetchone():
                 raise AlreadyExists(key_id)
             conn.execute("INSERT INTO pull_keys (id, environment, hash, source, created) VALUES (?, ?, ?, 'api', ?)",
                          (key_id, environment, hashed, time.time()))
-            return conn.execute("SELECT * FROM pull_keys WHERE id = ?", (key_id,)).fetchone()  # type: ignore[no-any-return]
+            return _one(conn.execute("SELECT * FROM pull_keys WHERE id = ?", (key_id,)).fetchone())
 
         return _key(await self._db.transaction(insert))
 
     async def delete_key(self, key_id: str) -> None:
-        def remove(conn: sqlite3.Connection) -> None:
+        def remove(conn: Conn) -> None:
             row = conn.execute("SELECT source FROM pull_keys WHERE id = ?", (key_id,)).fetchone()
             if row is None:
                 raise NotFound(key_id)
@@ -145,8 +145,11 @@ class EnvironmentStore:
 
     async def record_use(self, used: Mapping[str, float]) -> None:
         """Last-used times, written in one batch rather than once a request."""
-        await self._db.transaction(lambda c: c.executemany(
-            "UPDATE pull_keys SET last_used = ? WHERE id = ?", [(when, key) for key, when in used.items()]))
+        def write(conn: Conn) -> None:
+            for key, when in used.items():
+                conn.execute("UPDATE pull_keys SET last_used = ? WHERE id = ?", (when, key))
+
+        await self._db.transaction(write)
 
     async def sync_config(self, wanted: Mapping[str, DeclaredEnvironment]) -> None:
         """Make the file's environments and keys the ``source: config`` rows; a kept key is rehashed only if changed."""
@@ -155,11 +158,11 @@ class EnvironmentStore:
         for env in wanted.values():
             for key in env.keys:
                 old = existing.get(key.id)
-                if old is not None and old.source == "config" and await self._db.run(
-                        partial(verify_secret, key.secret, old.hash)):
+                if old is not None and old.source == "config" and await asyncio.to_thread(
+                        verify_secret, key.secret, old.hash):
                     hashes[key.id] = old.hash
                 else:
-                    hashes[key.id] = await self._db_hash(key.secret)
+                    hashes[key.id] = await self._hash(key.secret)
 
         declared = {key.id for env in wanted.values() for key in env.keys}
         for key_id in declared:
@@ -168,7 +171,7 @@ class EnvironmentStore:
                 log.warning("pull key %s of environment %s, made through the admin API, is replaced by the config "
                             "file's key of the same id", key_id, old.environment)
 
-        def sync(conn: sqlite3.Connection) -> None:
+        def sync(conn: Conn) -> None:
             now = time.time()
             for row in conn.execute("SELECT id FROM pull_keys WHERE source = 'config'").fetchall():
                 if row["id"] not in declared:
@@ -195,29 +198,33 @@ class EnvironmentStore:
 
         await self._db.transaction(sync)
 
-    async def _db_hash(self, secret: str) -> str:
-        # On the store's thread: it is the one place that waits for it anyway.
-        return await self._db.run(lambda: hash_secret(secret))
+    @staticmethod
+    async def _hash(secret: str) -> str:
+        # scrypt takes tens of milliseconds: never on the event loop.
+        return await asyncio.to_thread(hash_secret, secret)
 
 
-def _row(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
-    row = conn.execute("SELECT * FROM environments WHERE name = ?", (name,)).fetchone()
+def _row(conn: Conn, name: str) -> Row:
+    return _one(conn.execute("SELECT * FROM environments WHERE name = ?", (name,)).fetchone(), name)
+
+
+def _one(row: Row | None, name: str = "") -> Row:
     if row is None:
         raise NotFound(name)
-    return row  # type: ignore[no-any-return]
+    return row
 
 
-def _editable(conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+def _editable(conn: Conn, name: str) -> Row:
     row = _row(conn, name)
     if row["source"] == "config":
         raise ManagedByConfig(name)
     return row
 
 
-def _environment(row: sqlite3.Row) -> EnvironmentRecord:
+def _environment(row: Row) -> EnvironmentRecord:
     return EnvironmentRecord(row["name"], bool(row["anonymous_pull"]), tuple(json.loads(row["anonymous_from"])),
                              row["source"], row["created"], row["updated"])
 
 
-def _key(row: sqlite3.Row) -> PullKeyRecord:
+def _key(row: Row) -> PullKeyRecord:
     return PullKeyRecord(row["id"], row["environment"], row["source"], row["created"], row["last_used"], row["hash"])

@@ -8,12 +8,11 @@ to the default.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 
 __all__ = ["SettingValue", "SettingsStore"]
 
@@ -55,7 +54,7 @@ class SettingsStore:
         value = self._config_values.get(name)
         now = time.time()
 
-        def unset(conn: sqlite3.Connection) -> None:
+        def unset(conn: Conn) -> None:
             conn.execute("DELETE FROM settings WHERE name = ?", (name,))
             if value is not None:
                 self._from_file(conn, name, value, now)
@@ -69,7 +68,7 @@ class SettingsStore:
         """Apply the config file's values unless the API changed the setting since."""
         self._config_values = dict(config_values)
 
-        def seed(conn: sqlite3.Connection) -> None:
+        def seed(conn: Conn) -> None:
             now = time.time()
             for name, value in config_values.items():
                 row = conn.execute("SELECT source FROM settings WHERE name = ?", (name,)).fetchone()
@@ -83,7 +82,7 @@ class SettingsStore:
         await self._db.transaction(seed)
 
     @staticmethod
-    def _from_file(conn: sqlite3.Connection, name: str, value: str, now: float) -> None:
+    def _from_file(conn: Conn, name: str, value: str, now: float) -> None:
         conn.execute("INSERT INTO settings (name, value, source, updated) VALUES (?, ?, 'config', ?)"
                      " ON CONFLICT (name) DO UPDATE SET value = excluded.value, source = 'config',"
                      " updated = excluded.updated", (name, value, now))

@@ -11,11 +11,11 @@ one, and an upstream loses its client certificate with the key.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from proxy.store.crypto import KEY_ENV, SecretBox, SecretError
+from proxy.store.db import Conn
 
 __all__ = ["SealedSecret", "forget", "key_missing_error", "sealed_secrets", "undecryptable", "wrong_key_error"]
 
@@ -40,7 +40,7 @@ class SealedSecret:
         return f"{self.table}:{self.key}"
 
 
-def sealed_secrets(conn: sqlite3.Connection) -> list[SealedSecret]:
+def sealed_secrets(conn: Conn) -> list[SealedSecret]:
     """Every secret sealed in the store that only its key can give back."""
     credentials = conn.execute("SELECT id, address, username, kind, secret FROM registries"
                                " WHERE secret IS NOT NULL AND source != 'config' ORDER BY id").fetchall()
@@ -52,12 +52,12 @@ def sealed_secrets(conn: sqlite3.Connection) -> list[SealedSecret]:
                for row in upstreams])
 
 
-def undecryptable(conn: sqlite3.Connection, box: SecretBox | None) -> list[SealedSecret]:
+def undecryptable(conn: Conn, box: SecretBox | None) -> list[SealedSecret]:
     """The sealed secrets ``box`` cannot open; all of them without a box (no key)."""
     return [secret for secret in sealed_secrets(conn) if box is None or not box.opens(secret.sealed, secret.context)]
 
 
-def forget(conn: sqlite3.Connection, secrets: list[SealedSecret]) -> None:
+def forget(conn: Conn, secrets: list[SealedSecret]) -> None:
     """Clear these secrets, in the caller's transaction; only if each is still the one sealed."""
     now = time.time()
     for secret in secrets:

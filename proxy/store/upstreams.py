@@ -8,12 +8,12 @@ talks to the same server. The client key is sealed like a password.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from proxy.postgres.pool import Row
 from proxy.store.crypto import SecretBox
-from proxy.store.db import Database
+from proxy.store.db import Conn, Database
 
 __all__ = ["UpstreamRecord", "UpstreamStore"]
 
@@ -44,7 +44,7 @@ class UpstreamStore:
     async def put(self, record: UpstreamRecord) -> UpstreamRecord:
         sealed = None if record.client_key is None else self._box.seal(record.client_key, f"upstreams:{record.address}")
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Conn) -> None:
             conn.execute(
                 "INSERT INTO upstreams (address, endpoint, insecure, ca_cert, client_cert, client_key, token_realms,"
                 " alias, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (address) DO UPDATE SET"
@@ -63,7 +63,7 @@ class UpstreamStore:
         await self._db.checkpoint()
         return bool(deleted)
 
-    def _record(self, row: sqlite3.Row) -> UpstreamRecord:
+    def _record(self, row: Row) -> UpstreamRecord:
         key = None if row["client_key"] is None else self._box.open(row["client_key"], f"upstreams:{row['address']}")
         return UpstreamRecord(address=row["address"], endpoint=row["endpoint"], insecure=bool(row["insecure"]),
                               ca_cert=row["ca_cert"], client_cert=row["client_cert"], client_key=key,

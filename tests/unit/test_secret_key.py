@@ -13,7 +13,7 @@ from proxy.config.settings import KEY_FILE_ENV, load_settings
 from proxy.credentials.kinds import CredentialInput
 from proxy.store.credentials import RegistryStore
 from proxy.store.crypto import KEY_ENV, KeyMissing, SecretBox, SecretError, key_origin, load_key
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 from proxy.store.sealed import forget, sealed_secrets, undecryptable
 from proxy.store.upstreams import UpstreamRecord, UpstreamStore
 
@@ -90,14 +90,14 @@ def test_the_key_file_variable_applies_only_where_the_config_names_none(tmp_path
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(tmp_path / "state.db")
+async def db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
+    database = SqliteDatabase(tmp_path / "state.db")
     await database.open()
     yield database
     await database.close()
 
 
-async def test_only_secrets_the_key_cannot_open_are_given_up(db: Database) -> None:
+async def test_only_secrets_the_key_cannot_open_are_given_up(db: SqliteDatabase) -> None:
     old, new = SecretBox(os.urandom(32)), SecretBox(os.urandom(32))
     old_registries, new_registries = RegistryStore(db, old), RegistryStore(db, new)
     lost = await old_registries.add(address="quay.io", email="", username="robot", password="lost")
@@ -126,7 +126,7 @@ async def test_only_secrets_the_key_cannot_open_are_given_up(db: Database) -> No
     assert (upstream.client_cert, upstream.client_key) == (None, None)
 
 
-async def test_a_secret_replaced_meanwhile_is_not_given_up(db: Database) -> None:
+async def test_a_secret_replaced_meanwhile_is_not_given_up(db: SqliteDatabase) -> None:
     old, new = SecretBox(os.urandom(32)), SecretBox(os.urandom(32))
     record = await RegistryStore(db, old).add(address="quay.io", email="", username="robot", password="lost")
     unreadable = await db.read(lambda conn: undecryptable(conn, new))
@@ -142,7 +142,7 @@ async def test_the_store_files_are_private_whatever_the_umask(tmp_path: Path) ->
     state.chmod(0o644)
     previous = os.umask(0o022)
     try:
-        db = Database(state)
+        db = SqliteDatabase(state)
         await db.open()
         await db.transaction(lambda conn: conn.execute("INSERT INTO settings VALUES ('a', 'b', 'api', 0)"))
         files = [state, tmp_path / "state.db-wal", tmp_path / "state.db-shm"]

@@ -13,7 +13,7 @@ from proxy.config.runtime import SETTING_DEFAULTS
 from proxy.directory import LiveState
 from proxy.store.credentials import RegistryStore
 from proxy.store.crypto import SecretBox
-from proxy.store.db import Database
+from proxy.store.db import SqliteDatabase
 from proxy.store.environments import EnvironmentStore
 from proxy.store.runtime_settings import SettingsStore
 from proxy.store.upstreams import UpstreamStore
@@ -26,7 +26,7 @@ GUARDED = ("the default registry {} is a loopback or private address and not a c
 
 @pytest.fixture
 async def live(tmp_path: Path) -> AsyncIterator[LiveState]:
-    db = Database(tmp_path / "state.db")
+    db = SqliteDatabase(tmp_path / "state.db")
     await db.open()
     box = SecretBox(os.urandom(32))
     state = LiveState(registries=RegistryStore(db, box), settings=SettingsStore(db, SETTING_DEFAULTS),
