@@ -110,16 +110,18 @@ class ObjectStore:
         await self._call("aborting the upload of", key,
                          lambda c: c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id))
 
-    async def uploads(self) -> list[Upload]:
-        """Multipart uploads begun under the prefix and neither completed nor aborted."""
+    async def uploads(self, under: str | None = None) -> list[Upload]:
+        """Multipart uploads begun under the prefix (or ``under``, a key or the start of keys) and neither completed
+        nor aborted."""
+        prefix = self.prefix if under is None else under
+
         def work(client: Any) -> list[Upload]:
             found = []
-            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
-                                                                                 Prefix=self.prefix):
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
                 found += [Upload(item["Key"], item["UploadId"], item["Initiated"].timestamp())
                           for item in page.get("Uploads", [])]
             return found
-        return await self._call("listing the uploads under", self.prefix, work)
+        return await self._call("listing the uploads under", prefix, work)
 
     async def listing(self) -> list[tuple[str, int]]:
         """Every object under the prefix, with its size."""

@@ -7,7 +7,9 @@ as the next part of a multipart upload to the blob's final key, at most
 the bytes ``Download`` lets run ahead). An upload is visible in the bucket
 only once completed, and ``commit`` completes it only after the digest
 matched; ``discard`` and ``uncache`` abort it. A blob smaller than a part is
-one PUT, at commit.
+one PUT, at commit. Once complete, any other upload of the same blob is
+aborted: its writer died mid-fill, or the fill claim its committer holds
+would not have been free.
 
 If the bucket fails while the blob streams, ``append`` raises ``StorageFull``:
 the download goes on uncached, as on a full disk.
@@ -89,6 +91,7 @@ class S3PartialBlob(StagedBlob):
                 self._etags.append(await self._parts.popleft())
             await self._store.complete_upload(self._key, self._upload_id, self._etags)
             self._upload_id = None
+            await self._abort_abandoned()
         self._stopped = True
         await self._committed(self._digest, self.written, self._temp)
 
@@ -99,6 +102,16 @@ class S3PartialBlob(StagedBlob):
     async def uncache(self) -> hashlib._Hash:
         await self._abort()
         return await super().uncache()
+
+    async def _abort_abandoned(self) -> None:
+        """Abort other uploads of this blob: begun by a replica that died mid-fill, as the fill claim this one
+        holds tells. Done now, the bucket keeps no part of them even before the janitor's next round."""
+        try:
+            for upload in await self._store.uploads(under=self._key):
+                if upload.key == self._key:
+                    await self._store.abort_upload(upload.key, upload.upload_id)
+        except ObjectStoreError as exc:
+            log.warning("the janitor will abort abandoned uploads of %s: %s", self._digest, exc)
 
     async def _send_part(self, offset: int, size: int) -> None:
         if self._upload_id is None:

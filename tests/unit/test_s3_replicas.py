@@ -127,6 +127,19 @@ async def test_a_replica_own_upload_in_progress_is_left_alone_by_its_janitor(s3e
     assert s3env.open_uploads() == []
 
 
+async def test_a_fill_that_takes_over_aborts_the_upload_its_dead_predecessor_left(s3env: S3Env) -> None:
+    one = await s3env.replica("one")
+    data = os.urandom(PART + 10)
+    key = f"blobs/sha256/{digest_of(data).hex}"
+    s3env.server.client.create_multipart_upload(Bucket=s3env.bucket, Key=key)  # left by a replica that died
+    claim = await one.claim_fill(digest_of(data))
+    assert claim is not None
+    await _commit_blob(one, data)
+    await claim.release()
+    assert s3env.open_uploads() == []
+    assert s3env.objects() == {key: len(data)}
+
+
 def _evict_key() -> int:
     from proxy.postgres.locks import lock_key
 
