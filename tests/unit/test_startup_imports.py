@@ -1,4 +1,4 @@
-"""A serving proxy loads the cloud SDKs, cryptography and Jinja only once something needs them.
+"""A serving proxy loads the cloud SDKs, cryptography, Jinja and psycopg only once something needs them.
 
 Each check runs in a fresh interpreter, so modules an earlier test imported
 do not hide an import the server does at start.
@@ -23,7 +23,8 @@ _SERVE = textwrap.dedent("""
     from proxy.app import create_runner
     from proxy.config.settings import load_settings
 
-    LATER = ("boto3", "botocore", "google.auth", "cryptography", "jinja2", "proxy.cli.admin", "proxy.cli.client")
+    LATER = ("boto3", "botocore", "google.auth", "cryptography", "jinja2", "proxy.cli.admin", "proxy.cli.client",
+             "psycopg", "psycopg_pool")
 
     async def main(config, data_dir):
         settings = load_settings(Path(config) if config else None, listen="127.0.0.1:0", data_dir=data_dir)
