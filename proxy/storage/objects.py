@@ -25,7 +25,7 @@ import aiohttp
 from proxy.reference import Digest
 from proxy.storage.base import ContentKind
 
-__all__ = ["READ", "ObjectRange", "ObjectStore", "ObjectStoreError", "Sink", "Upload"]
+__all__ = ["READ", "ObjectMissing", "ObjectRange", "ObjectStore", "ObjectStoreError", "Sink", "Upload"]
 
 T = TypeVar("T")
 
@@ -37,6 +37,10 @@ _DELETE_BATCH = 1000
 
 class ObjectStoreError(OSError):
     """A call to object storage failed: unreachable, refused, or the object is not there."""
+
+
+class ObjectMissing(ObjectStoreError):
+    """The bucket answered that the object is not there (gone behind the index's back); not a failure of it."""
 
 
 class Sink(Protocol):
@@ -229,6 +233,8 @@ class ObjectRange:
         received = 0
         try:
             async with self.store.session.get(self.url, headers=headers) as response:
+                if response.status == 404:
+                    raise ObjectMissing(f"s3://{self.store.bucket}/{self.key} is not in the bucket")
                 if response.status not in (200, 206) or (response.status == 200 and self.start):
                     raise _Failed(RuntimeError(f"status {response.status}"))
                 async for chunk in response.content.iter_chunked(READ):

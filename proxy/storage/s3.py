@@ -31,6 +31,7 @@ from proxy.postgres.locks import SessionLocks
 from proxy.postgres.pool import PgPool
 from proxy.reference import Digest, Target
 from proxy.storage.base import CacheStats, Content, ContentKind, ManifestLink, StorageFull, TagRecord, VerifyReport
+from proxy.storage.bucket_verify import verify_bucket
 from proxy.storage.files import IoPool
 from proxy.storage.filesystem import SmallContent
 from proxy.storage.janitor import Janitor, fill_lock
@@ -235,7 +236,8 @@ class S3Storage:
 
     async def _drop(self, kind: ContentKind, digest: Digest) -> None:
         """Forget content of the bucket that does not hash to its digest, on every replica; it is fetched again."""
-        log.warning("%s %s in the bucket does not match its digest; dropping it", kind.value, digest)
+        log.warning("%s %s in the bucket does not match its digest (or is gone); dropping it", kind.value, digest)
+        self._small.discard((kind, digest))
         try:
             await self._index.remove([(kind, digest)])
             await self._store.delete([self._store.key(kind, digest)])
@@ -310,8 +312,9 @@ class S3Storage:
         return await self._io.run(self._local.free_space)
 
     async def verify(self, report: VerifyReport) -> None:
-        """Re-hash the local tier, the copies on this replica's disk. The bucket's objects are not read back:
-        they were hashed before they were completed, and the service checks what it stores."""
+        """Re-hash the bucket's objects, then this replica's local tier (which sets aside what fails, as the
+        filesystem cache does)."""
+        await verify_bucket(self._index, self._store, report, drop=self._drop)
         await verify_content(self._local.content, self._local.layout, self._io, report,
                              on_removed=lambda kind, digest: self._small.discard((kind, digest)))
 

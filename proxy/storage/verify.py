@@ -40,7 +40,7 @@ async def verify_content(content: ContentStore, layout: Layout, io: IoPool, repo
                          on_removed: Callable[[ContentKind, Digest], None]) -> None:
     """Check everything the cache holds now; ``on_removed`` hears of each object no longer to be served."""
     listing = content.listing()
-    report.objects = len(listing)
+    report.objects += len(listing)
     queue = iter(listing)
     checker = _Checker(content, layout, io, report, on_removed)
     try:

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from proxy.config.settings import Settings, StateSettings, StorageSettings
 from proxy.reference import Digest
-from proxy.storage.base import ContentKind, DigestMismatch
+from proxy.storage.base import ContentKind, DigestMismatch, VerifyReport
 from proxy.storage.choose import open_storage
 from proxy.storage.filesystem import FilesystemStorage
 from proxy.storage.s3 import S3Storage
@@ -213,3 +213,23 @@ async def test_open_storage_builds_the_configured_backend(s3env: S3Env, tmp_path
         await shared.check_writable()
     finally:
         await shared.close()
+
+
+async def test_verify_rehashes_the_bucket_and_the_local_tier_and_drops_what_fails(s3env: S3Env) -> None:
+    storage = await s3env.replica()
+    good, corrupt, gone = (os.urandom(2048) for _ in range(3))
+    for data in (good, corrupt, gone):
+        partial = await storage.begin_blob(digest_of(data), len(data))
+        await partial.append([data])
+        await partial.commit()
+        partial.close()
+    client = s3env.server.client
+    client.put_object(Bucket=s3env.bucket, Key=f"blobs/sha256/{digest_of(corrupt).hex}", Body=b"y" * 2048)
+    client.delete_object(Bucket=s3env.bucket, Key=f"blobs/sha256/{digest_of(gone).hex}")
+    report = VerifyReport()
+    await storage.verify(report)
+    assert report.finished is not None
+    # Three in the bucket, three copies on the local tier.
+    assert (report.objects, report.checked, report.mismatched, report.missing) == (6, 5, 1, 1)
+    assert s3env.objects() == {f"blobs/sha256/{digest_of(good).hex}": 2048}
+    assert storage.stats().blobs == 1
