@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import psycopg
@@ -70,7 +70,17 @@ def where(url: str) -> str:
 def failure(url: str, exc: BaseException) -> PgUnavailable:
     """``exc`` (from psycopg) as a PgUnavailable naming where, without the password."""
     detail = str(exc).strip().replace("\n", " ") or type(exc).__name__
+    # libpq does not repeat a password, but its complaint about a malformed URL may quote the URL.
+    for secret in _passwords(url):
+        detail = detail.replace(secret, "***")
     return PgUnavailable(f"PostgreSQL at {where(url)} ({redact(url)}) is not usable: {detail}")
+
+
+def _passwords(url: str) -> list[str]:
+    parts = urlsplit(url)
+    found = [parts.password or "", unquote(parts.password or "")]
+    found += [unquote(value) for value in re.findall(r"(?i)(?:^|&)password=([^&]*)", parts.query)]
+    return [secret for secret in found if secret]
 
 
 def transient(exc: BaseException) -> bool:
@@ -169,7 +179,7 @@ class PgPool:
 
     def _open(self, timeout: float) -> None:
         import psycopg
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
         deadline = time.monotonic() + timeout
         delay = 0.1
@@ -182,10 +192,15 @@ class PgPool:
                     raise failure(self._url, exc) from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-        self._pool = ConnectionPool(self._url, min_size=1, max_size=self._size, name=self._name, open=False,
-                                    kwargs={**KEEPALIVES, "row_factory": _rows}, check=ConnectionPool.check_connection,
-                                    timeout=10.0)
-        self._pool.open(wait=True, timeout=max(deadline - time.monotonic(), 5.0))
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._url, min_size=1, max_size=self._size, name=self._name, open=False,
+            kwargs={**KEEPALIVES, "row_factory": _rows}, check=ConnectionPool.check_connection, timeout=10.0)
+        try:
+            pool.open(wait=True, timeout=max(deadline - time.monotonic(), 5.0))
+        except PoolTimeout as exc:
+            pool.close()
+            raise failure(self._url, exc) from None
+        self._pool = pool
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

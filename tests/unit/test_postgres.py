@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from proxy.postgres.listen import Listener
 from proxy.postgres.locks import SessionLocks, lock_key
-from proxy.postgres.pool import PgConnection, PgPool, redact, translate
+from proxy.postgres.pool import PgConnection, PgPool, PgUnavailable, redact, translate
 
 WAIT = 5.0
 
@@ -141,3 +141,11 @@ async def test_locks_on_an_unreachable_server_are_refused_not_raised() -> None:
     assert not await locks.try_lock(lock_key("x"))
     await locks.unlock(lock_key("x"))
     await locks.close()
+
+
+async def test_a_malformed_url_is_not_quoted_with_its_password() -> None:
+    pool = PgPool("postgresql://proxy:pw-in-url-77@127.0.0.1:notaport/db", name="test")
+    with pytest.raises(PgUnavailable) as raised:
+        await pool.open(0.2)
+    await pool.close()
+    assert "pw-in-url-77" not in str(raised.value)
