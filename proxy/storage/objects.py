@@ -57,7 +57,6 @@ class Sink(Protocol):
 class Upload:
     key: str
     upload_id: str
-    initiated: float
 
 
 class ObjectStore:
@@ -86,9 +85,6 @@ class ObjectStore:
     def key(self, kind: ContentKind, digest: Digest) -> str:
         folder = "manifests" if kind is ContentKind.MANIFEST else "blobs"
         return f"{self.prefix}{folder}/{digest.algorithm}/{digest.hex}"
-
-    def key_of_blob(self, digest: Digest) -> str:
-        return self.key(ContentKind.BLOB, digest)
 
     async def put(self, key: str, data: bytes) -> None:
         await self._call("PUT", key, lambda c: c.put_object(Bucket=self.bucket, Key=key, Body=data))
@@ -122,19 +118,9 @@ class ObjectStore:
         def work(client: Any) -> list[Upload]:
             found = []
             for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
-                found += [Upload(item["Key"], item["UploadId"], item["Initiated"].timestamp())
-                          for item in page.get("Uploads", [])]
+                found += [Upload(item["Key"], item["UploadId"]) for item in page.get("Uploads", [])]
             return found
         return await self._call("listing the uploads under", prefix, work)
-
-    async def listing(self) -> list[tuple[str, int]]:
-        """Every object under the prefix, with its size."""
-        def work(client: Any) -> list[tuple[str, int]]:
-            found = []
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
-                found += [(item["Key"], item["Size"]) for item in page.get("Contents", [])]
-            return found
-        return await self._call("listing", self.prefix, work)
 
     async def delete(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), _DELETE_BATCH):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from proxy.postgres.listen import Listener
 from proxy.postgres.locks import SessionLocks
-from proxy.postgres.pool import PgPool
+from proxy.postgres.pool import PgConnection, PgPool
 from proxy.reference import Digest, Target
 from proxy.storage.base import CacheStats, Content, ContentKind, ManifestLink, StorageFull, TagRecord, VerifyReport
 from proxy.storage.bucket_verify import verify_bucket
@@ -138,7 +138,12 @@ class S3Storage:
 
     async def claim_fill(self, digest: Digest) -> _Claim | None:
         key = fill_lock(digest)
-        return _Claim(self._locks, key) if await self._locks.try_lock(key) else None
+        if await self._locks.try_lock(key):
+            return _Claim(self._locks, key)
+        # Refused also when PostgreSQL is away: then this raises PgUnavailable rather than have the caller wait
+        # for a filler that may not exist.
+        await self._pool.transaction(_ping)
+        return None
 
     async def wait_fill(self, digest: Digest) -> None:
         loop = asyncio.get_running_loop()
@@ -328,6 +333,10 @@ class S3Storage:
 
     def _count_full(self, exc: BaseException) -> None:
         self._disk_full += 1
+
+
+def _ping(conn: PgConnection) -> None:
+    conn.execute("SELECT 1")
 
 
 async def _hashes_to(digest: Digest, data: bytes) -> bool:

@@ -142,12 +142,6 @@ class SharedIndex:
             self._unset(key)
         return gone
 
-    async def total(self) -> int:
-        def work(conn: PgConnection) -> int:
-            row = conn.execute("SELECT coalesce(sum(size), 0) FROM cache_content").fetchone()
-            return int(row[0]) if row is not None else 0
-        return await self._pool.transaction(work)
-
     async def flush_access(self) -> None:
         """Write the access times gathered since the last flush, in one statement."""
         if not self._touched:

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from proxy.reference import Digest
-from proxy.storage.base import DigestMismatch, StorageFull
+from proxy.storage.base import ContentKind, DigestMismatch, StorageFull
 from proxy.storage.files import IoPool
 from proxy.storage.objects import ObjectStore, ObjectStoreError
 from proxy.storage.staging import StagedBlob
@@ -58,7 +58,7 @@ class S3PartialBlob(StagedBlob):
                  on_full: Callable[[BaseException], None], committed: Committed) -> None:
         super().__init__(digest, fd, temp, _Unbounded(), io, reserved=0, on_full=on_full)
         self._store = store
-        self._key = store.key_of_blob(digest)
+        self._key = store.key(ContentKind.BLOB, digest)
         self._committed = committed
         self._upload_id: str | None = None
         self._etags: list[str] = []
