@@ -84,7 +84,6 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     shared = settings.state.url is not None
     db = state_database(settings.data_dir, settings.state.url)
-    log.info("state in %s %s", "PostgreSQL at" if shared else "SQLite file", db.description)
     try:
         try:
             await db.open()
@@ -107,6 +106,7 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
         token = await asyncio.to_thread(resolve_admin_token, settings.admin_token_file, settings.data_dir,
                                         os.environ, generate=not shared)
         app[ADMIN_TOKEN] = token
+        log.info("state in %s %s", "PostgreSQL at" if shared else "SQLite file", db.description)
         log.info("admin API token %s %s", "generated into" if token.generated else "read from", token.origin)
         # Renews minted credentials (ECR, GCR) ahead of expiry even when nobody pulls.
         background = [asyncio.create_task(live.minted.run()), asyncio.create_task(live.run_key_use_flusher()),
