@@ -1,11 +1,12 @@
 """Benchmark this proxy against distribution, side by side on 127.0.0.1.
 
-    python bench/run.py [--quick] [--rounds 3] [--before DIR] [--uvloop] [--json PATH]
+    python bench/run.py [--quick] [--rounds 3] [--before DIR] [--uvloop] [--s3] [--json PATH]
 
 Targets: direct (distribution serving the images), peer (distribution in
 proxy mode in front of direct), us (this proxy in front of direct), and
-optionally before (this proxy from the checkout DIR) and us-uvloop (this
-proxy on uvloop's event loop). Phases: start-up and idle RSS, cold blob, warm blob
+optionally before (this proxy from the checkout DIR), us-uvloop (this
+proxy on uvloop's event loop), and us-s3 and us-s3-tier (this proxy on S3
+storage, without and with its local disk tier). Phases: start-up and idle RSS, cold blob, warm blob
 and Range, manifests by tag under wrk, a herd of concurrent cold GETs of one
 blob, and a wider herd of a smaller blob. Prints medians and ratios and writes
 every raw value to JSON; `python bench/report.py PATH` renders it for docs.
@@ -15,6 +16,7 @@ Only ratios compare across machines. See docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -36,6 +38,7 @@ from tests.e2e.upstream import Upstream  # noqa: E402
 
 from bench import phases  # noqa: E402
 from bench.phases import MEASURES, Blob, Results  # noqa: E402
+from bench.shared_backends import s3_specs  # noqa: E402
 from bench.table import to_text  # noqa: E402
 from bench.targets import Target, TargetSpec, proxy_module_file, start_direct  # noqa: E402
 
@@ -50,12 +53,14 @@ def main() -> None:
         specs.append(TargetSpec("before", "proxy", source_dir=args.before))
     if args.uvloop:
         specs.append(TargetSpec("us-uvloop", "proxy", uvloop=True))
-    names = ["direct", *(spec.name for spec in specs)]
     # Before any target starts: the commit is the code the targets run, not whatever is checked out later.
     machine = _machine(args)
     results = Results()
-    with tempfile.TemporaryDirectory(prefix="registry-proxy-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="registry-proxy-bench-") as tmp, contextlib.ExitStack() as servers:
         base = Path(tmp)
+        if args.s3:
+            specs += servers.enter_context(s3_specs(base / "shared"))
+        names = ["direct", *(spec.name for spec in specs)]
         direct = start_direct(base / "direct")
         try:
             blobs = _push_blobs(direct, base, names, args)
@@ -81,6 +86,8 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--wide", type=int, default=100, help="concurrent GETs in the wide herd (default 100)")
     parser.add_argument("--before", type=Path, help="also run the proxy from this checkout (a git worktree)")
     parser.add_argument("--uvloop", action="store_true", help="also run the proxy on uvloop's event loop")
+    parser.add_argument("--s3", action="store_true", help="also run the proxy on S3 storage and PostgreSQL state "
+                                                          "(moto's S3 server, Debian's PostgreSQL)")
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     for key, value in (_QUICK if args.quick else _FULL).items():

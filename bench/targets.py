@@ -5,6 +5,7 @@
     us           this proxy in front of direct
     before       this proxy from another checkout (--before DIR), same venv
     us-uvloop    this proxy on uvloop's event loop (--uvloop)
+    us-s3, us-s3-tier  this proxy on S3 storage (--s3, see bench/shared_backends.py)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class TargetSpec:
     proxy_config: dict[str, Any] = field(default_factory=dict)
     source_dir: Path | None = None  # run `python -m proxy` from this checkout
     uvloop: bool = False  # on uvloop's event loop, through bench/uvloop_launcher.py
+    env: dict[str, str] = field(default_factory=dict)  # added to the proxy's environment
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def _start_proxy(spec: TargetSpec, base: Path, direct: Upstream, port: int) -> T
         "listen": f"127.0.0.1:{port}",
         "registries": [{"address": PROXY_ADDRESS, "endpoint": direct.url}],
     }
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(spec.env)
     launcher: tuple[str, ...] = ()
     if spec.source_dir is not None:
         # `python -m` puts the working directory first on sys.path, ahead of
