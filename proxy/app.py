@@ -30,7 +30,7 @@ from proxy.pullthrough.clearances import Clearances
 from proxy.pullthrough.manifests import ManifestService
 from proxy.pullthrough.referrers import ReferrersService
 from proxy.pullthrough.routing import Router
-from proxy.storage.filesystem import FilesystemStorage
+from proxy.storage.choose import open_storage
 from proxy.store.admin_token import resolve_admin_token
 from proxy.store.choose import state_database
 from proxy.store.credentials import RegistryStore
@@ -169,8 +169,7 @@ async def _secret_key(settings: Settings, db: Database, *, shared: bool) -> byte
 async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     live = app[LIVE]
-    storage = FilesystemStorage(settings.data_dir, max_size=settings.cache.max_size)
-    await storage.start()
+    storage = await open_storage(settings)
     limits = settings.upstream
     timeouts = Timeouts(connect=limits.connect_timeout, response=limits.response_timeout, idle=limits.idle_timeout)
     pools = open_pools(timeouts)
