@@ -186,6 +186,26 @@ def test_a_replica_killed_mid_fill_leaves_no_partial_object_and_another_replica_
     print(f"multipart uploads open before replica 1's restart: {len(left)}; after: 0")
 
 
+def test_a_restarted_replica_aborts_the_upload_of_its_killed_fill_when_nobody_took_over(
+        make_faulty_upstream: Callable[..., FaultyUpstream], make_replicas: ReplicasFactory) -> None:
+    fake = make_faulty_upstream("slow", layer_size=20 * MiB, piece=256 * 1024, delay=0.04)
+    replicas = make_replicas(mapped(fake, "fault.example"), count=1)
+    digest = fake.layer_digest
+
+    with ThreadPoolExecutor(1) as pool:
+        doomed = pool.submit(concurrent_gets, f"{replicas[0].url}/v2/fault.example/fault/app/blobs/{digest}", 1)
+        wait_until(replicas.open_uploads, what="the fill streaming into a multipart upload")
+        replicas[0].kill()
+        [broken] = doomed.result()
+    assert broken.digest != digest
+    assert replicas.open_uploads(), "only the janitor is left to abort the killed fill's upload"
+    assert not replicas.blob_visible(digest)
+
+    replicas[0].start()  # its janitor runs at start
+    wait_until(lambda: not replicas.open_uploads(), timeout=15, what="the janitor aborting the upload")
+    assert not replicas.blob_visible(digest)
+
+
 def test_with_s3_down_the_local_tier_still_serves_and_the_metrics_show_the_failure(
         plain_upstream: Upstream, oci_layout: Path, make_replicas: ReplicasFactory, s3: S3Server) -> None:
     image = build_image(oci_layout, "1", layer_sizes=[2 * MiB, MiB], uncompressed=True)
