@@ -111,6 +111,7 @@ class ApiErrorCode(enum.Enum):
     UNSUPPORTED_MEDIA_TYPE = ("unsupported_media_type", 415)
     INTERNAL = ("internal", 500)
     UPSTREAM_FAILED = ("upstream_failed", 502)
+    UNAVAILABLE = ("unavailable", 503)
     INSUFFICIENT_STORAGE = ("insufficient_storage", 507)
 
     def __init__(self, wire: str, status: int) -> None:

@@ -26,6 +26,7 @@ from proxy.credentials.schema import FieldError
 from proxy.directory import LiveState
 from proxy.errors import ApiError, ApiErrorCode
 from proxy.humanize import timestamp
+from proxy.postgres.pool import PgUnavailable
 from proxy.store.credentials import ManagedByConfig, NotFound, RegistryRecord
 from proxy.store.db import StateFull
 from proxy.store.runtime_settings import SettingValue
@@ -72,6 +73,10 @@ async def admin_errors(request: web.Request, handler: Handler) -> web.StreamResp
         request.config_dict[OBSERVER].state_disk_full += 1
         return _render(ApiError(ApiErrorCode.INSUFFICIENT_STORAGE, "the proxy's disk is full: nothing was changed; "
                                 "free space under its data_dir and try again"))
+    except PgUnavailable as exc:
+        log.error("%s", exc)
+        return _render(ApiError(ApiErrorCode.UNAVAILABLE, "the state database (state.url) cannot be reached: nothing "
+                                "was changed; try again"))
     except web.HTTPMethodNotAllowed:
         return _render(ApiError(ApiErrorCode.METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}"))
     except web.HTTPNotFound:

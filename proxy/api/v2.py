@@ -21,11 +21,13 @@ from proxy.api.metrics import ENDPOINT, REGISTRY, observe_requests
 from proxy.api.pullauth import PULL_AUTH, REALM_PATH, token
 from proxy.api.state import IDENTITY, OBSERVER, SERVICES
 from proxy.errors import ErrorCode, RegistryError
+from proxy.postgres.pool import PgUnavailable
 from proxy.pullthrough.manifest_shape import OCI_INDEX
 from proxy.pullthrough.ports import CacheResult
 from proxy.pullthrough.referrers import FILTERS_APPLIED
 from proxy.pullthrough.tags import list_tags
 from proxy.reference import Digest, InvalidReference, Target, parse_digest, parse_tag
+from proxy.storage.base import StorageUnavailable
 from proxy.upstream.endpoints import EndpointKind
 
 __all__ = ["registry_app", "render", "setup_token_route"]
@@ -86,6 +88,11 @@ async def registry_errors(request: web.Request, handler: Handler) -> web.StreamR
         return render(request, err)
     except web.HTTPException:
         raise
+    except (StorageUnavailable, PgUnavailable) as exc:
+        # Shared storage or state (storage.backend s3, state.url) that is down: the client may try again.
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return render(request, RegistryError(ErrorCode.UNAVAILABLE, "the proxy's cache storage or state cannot be "
+                                             "reached; try again"))
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
         return render(request, RegistryError(ErrorCode.INTERNAL))

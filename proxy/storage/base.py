@@ -27,7 +27,7 @@ from proxy.reference import Digest, Target
 from proxy.storage.files import FileRange
 
 __all__ = ["Body", "CacheStats", "Content", "ContentKind", "DigestMismatch", "FileRange", "FillClaim", "ManifestLink",
-           "PartialBlob", "Storage", "StorageFull", "TagRecord", "VerifyReport"]
+           "PartialBlob", "Storage", "StorageFull", "StorageUnavailable", "TagRecord", "VerifyReport"]
 
 
 class ContentKind(enum.Enum):
@@ -37,6 +37,10 @@ class ContentKind(enum.Enum):
 
 class DigestMismatch(Exception):
     """Content did not hash to the digest it was stored under; nothing was kept."""
+
+
+class StorageUnavailable(OSError):
+    """The cache's shared storage could not be reached; nothing was read from it or sent of it."""
 
 
 class StorageFull(OSError):

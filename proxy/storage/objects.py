@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 
 from proxy.reference import Digest
-from proxy.storage.base import ContentKind
+from proxy.storage.base import ContentKind, StorageUnavailable
 
 __all__ = ["READ", "ObjectMissing", "ObjectRange", "ObjectStore", "ObjectStoreError", "Sink", "Upload"]
 
@@ -35,7 +35,7 @@ READ = 1024 * 1024
 _DELETE_BATCH = 1000
 
 
-class ObjectStoreError(OSError):
+class ObjectStoreError(StorageUnavailable):
     """A call to object storage failed: unreachable, refused, or the object is not there."""
 
 
@@ -146,6 +146,19 @@ class ObjectStore:
 
     def range(self, key: str, url: str, start: int, count: int, sink: Sink | None = None) -> ObjectRange:
         return ObjectRange(self, key, url, start, count, sink)
+
+    async def probe(self, key: str, url: str) -> bool:
+        """Whether the object is there, by a GET of its first byte; ``ObjectStoreError`` when the bucket cannot say."""
+        try:
+            async with self.session.get(url, headers={"Range": "bytes=0-0"}) as response:
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.failed("reading", key, exc) from None
+        if response.status == 404:
+            return False
+        if response.status not in (200, 206):
+            raise self.failed("reading", key, RuntimeError(f"status {response.status}"))
+        return True
 
     async def read(self, key: str, size: int) -> bytes:
         """A whole small object."""

@@ -190,10 +190,12 @@ class S3Storage:
         if size is None:
             yield None
             return
-        try:
-            url = await self._store.presign(self._store.key(kind, digest), _READ_EXPIRY)
-        except ObjectStoreError as exc:
-            log.warning("cannot read %s %s from the bucket: %s", kind.value, digest, exc)
+        key = self._store.key(kind, digest)
+        url = await self._store.presign(key, _READ_EXPIRY)
+        # Asked before anything is sent: with the bucket down the client gets
+        # an error answer, not headers and a cut body.
+        if size and not await self._store.probe(key, url):
+            await self._drop(kind, digest)  # gone behind the index's back: fetched again
             yield None
             return
         yield _BucketContent(self._store, self._local, kind, digest, url, size)

@@ -232,6 +232,8 @@ def test_with_s3_down_the_local_tier_still_serves_and_the_metrics_show_the_failu
         s3.start()
     print(f"\nS3 down: the local tier served; a blob only in the bucket answered {status}; "
           f"storage errors {before:.0f} -> {after:.0f}")
+    # An error answer the client can retry on, before any header of a body it could not finish.
+    assert status == 503
     assert after > before
 
 
