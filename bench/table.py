@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["RATIOS", "ratio", "rows", "to_markdown", "to_text"]
 
 # (numerator, denominator): the only cross-target comparisons the bench reports.
-RATIOS = [("us", "peer"), ("us", "direct"), ("us", "before"), ("us-uvloop", "us")]
+RATIOS = [("us", "peer"), ("us", "direct"), ("us", "before"), ("us-uvloop", "us"), ("us-s3", "us"), ("us-s3-tier", "us")]
 
 
 def median(doc: dict[str, Any], key: str, target: str) -> float | None:
