@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from proxy.credentials.minting import MintedCredentials
@@ -179,3 +180,26 @@ def test_gcr_addresses_and_keys() -> None:
             check_gcr_address(bad)
     with pytest.raises(ValueError, match="has no token_uri"):
         parse_service_account_key('{"type": "service_account", "client_email": "a", "private_key": "b"}')
+
+
+async def test_aclose_stops_a_renewal_in_flight_and_leaves_no_task_behind() -> None:
+    creds, minter, clock = manager()
+    await creds.get("k")
+    entered, release = threading.Event(), threading.Event()
+    mint = minter.mint
+
+    def slow_mint() -> Minted:
+        entered.set()
+        release.wait(30)
+        return mint()
+
+    minter.mint = slow_mint  # type: ignore[method-assign]
+    clock.now += 2800  # due: renewed behind this pull
+    assert (await creds.get("k")).password == "password-1"
+    assert await asyncio.to_thread(entered.wait, 5)
+    try:
+        # Returns while the mint still blocks its thread: the renewal's task is cancelled, not waited for.
+        await asyncio.wait_for(creds.aclose(), 5)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+    finally:
+        release.set()
