@@ -251,6 +251,7 @@ class BlobService:
         Raises ``FilledElsewhere`` when one committed it meanwhile, for this
         registry: readers are served from the cache instead.
         """
+        waited = False
         while True:
             claim = await self._storage.claim_fill(digest)
             if (self._storage.size(ContentKind.BLOB, digest) is not None
@@ -260,7 +261,9 @@ class BlobService:
                 raise FilledElsewhere(str(digest))
             if claim is not None:
                 return claim
-            self.waits += 1
+            if not waited:
+                waited = True
+                self.waits += 1
             await self._storage.wait_fill(digest)
 
     async def _run(self, fetch: Download, digest: Digest) -> None:
