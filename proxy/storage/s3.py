@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 # How long a presigned URL handed to a client (redirect) or to this process's own GET stays valid.
 REDIRECT_EXPIRY = 20 * 60
 _READ_EXPIRY = 60 * 60
+# How long an evicted object stays in the bucket: past every URL presigned before its eviction, with time for a
+# read begun just before its URL expired to finish.
+DELETION_GRACE = max(REDIRECT_EXPIRY, _READ_EXPIRY) + 10 * 60
 # How long wait_fill waits at most, and how often it looks whether the filling replica is gone.
 _WAIT = 5.0
 _POLL = 0.5
@@ -86,7 +89,7 @@ class S3Storage:
     def __init__(self, data_dir: Path, *, bucket: str, state_url: str, max_size: int, local_size: int,
                  prefix: str = "", region: str | None = None, endpoint_url: str | None = None,
                  redirect: bool = False, memory: int = 32 * 1024 * 1024, janitor_interval: float | None = 60.0,
-                 flush_interval: float = 2.0) -> None:
+                 flush_interval: float = 2.0, deletion_grace: float = DELETION_GRACE) -> None:
         self._io = IoPool()
         self._local = LocalTier(data_dir, self._io, max_size=local_size, on_mismatch=self._corrupt)
         self._store = ObjectStore(bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint_url)
@@ -98,8 +101,9 @@ class S3Storage:
         self._small = SmallContent(memory)
         self._redirect = redirect
         self._max_size = max_size
+        # Uses younger than two flushes may be unwritten on other replicas: eviction spares them.
         self.janitor = Janitor(index=self._index, store=self._store, locks=self._locks, max_size=max_size,
-                               flush=self._index.flush_access)
+                               flush=self._index.flush_access, grace=deletion_grace, recent=2 * flush_interval)
         self._janitor_interval = janitor_interval
         self._flush_interval = flush_interval
         self._tasks: list[asyncio.Task[None]] = []
@@ -242,12 +246,16 @@ class S3Storage:
         task.add_done_callback(self._drops.discard)
 
     async def _drop(self, kind: ContentKind, digest: Digest) -> None:
-        """Forget content of the bucket that does not hash to its digest, on every replica; it is fetched again."""
+        """Forget content of the bucket that does not hash to its digest, on every replica; it is fetched again.
+
+        Its object is deleted through the janitor's due deletions, so a fill
+        of the digest that completes meanwhile is never deleted, and a delete
+        that fails is tried again at the next sweep."""
         log.warning("%s %s in the bucket does not match its digest (or is gone); dropping it", kind.value, digest)
         self._small.discard((kind, digest))
         try:
             await self._index.remove([(kind, digest)])
-            await self._store.delete([self._store.key(kind, digest)])
+            await self.janitor.delete_due([(kind, digest)])
         except Exception as exc:  # noqa: BLE001 - a later read finds it again, and tries again
             log.warning("cannot drop %s %s: %s", kind.value, digest, exc)
 

@@ -63,6 +63,14 @@ class S3Env:
     def open_uploads(self) -> list[tuple[str, str]]:
         return self.server.open_uploads(self.bucket)
 
+    async def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Run one statement on the shared database, behind the replicas' backs; the rows it returns."""
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.pg_url, autocommit=True) as conn:
+            cursor = await conn.execute(statement, params)
+            return await cursor.fetchall() if cursor.description else []
+
 
 @pytest.fixture
 async def s3env(s3: S3Server, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[S3Env]:

@@ -72,11 +72,12 @@ async def test_wait_fill_returns_once_the_filler_lets_go_without_a_commit(s3env:
 
 
 async def test_the_janitor_evicts_the_least_recently_used_down_to_max_size(s3env: S3Env) -> None:
-    one = await s3env.replica("one", max_size=3 * 1024)
+    one = await s3env.replica("one", max_size=3 * 1024, deletion_grace=0)
     two = await s3env.replica("two", max_size=3 * 1024)
     items = [os.urandom(1024) for _ in range(4)]
     for data in items:
         await one.put(ContentKind.MANIFEST, digest_of(data), data)
+    await s3env.sql("UPDATE cache_content SET last_access = last_access - 60")  # none is recent any more
     # The oldest is used again on the other replica: the second oldest goes.
     await eventually(lambda: two.size(ContentKind.MANIFEST, digest_of(items[0])) is not None,
                      what="replica two to hear of the manifests")
