@@ -170,23 +170,28 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     live = app[LIVE]
     storage = await open_storage(settings)
-    limits = settings.upstream
-    timeouts = Timeouts(connect=limits.connect_timeout, response=limits.response_timeout, idle=limits.idle_timeout)
-    pools = open_pools(timeouts)
-    upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"),
-                              observer=app[OBSERVER], timeouts=timeouts,
-                              breakers=Breakers(threshold=limits.failures_before_pause, cooldown=limits.pause))
-    clearances = Clearances(ttl=settings.cache.tag_ttl, on_refused=app[OBSERVER].isolation_refusal)
-    services = Services(
-        router=Router(lambda: live.policy),
-        upstream=upstream,
-        blobs=BlobService(storage=storage, upstream=upstream, clearances=clearances),
-        manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
-        referrers=ReferrersService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
-        storage=storage,
-    )
-    app[SERVICES] = services
-    app[OBSERVER].add_collector(state_collector(app))
+    try:
+        limits = settings.upstream
+        timeouts = Timeouts(connect=limits.connect_timeout, response=limits.response_timeout, idle=limits.idle_timeout)
+        pools = open_pools(timeouts)
+        upstream = UpstreamClient(pools=pools, registries=live, tls=TlsContexts(settings.data_dir / "run"),
+                                  observer=app[OBSERVER], timeouts=timeouts,
+                                  breakers=Breakers(threshold=limits.failures_before_pause, cooldown=limits.pause))
+        clearances = Clearances(ttl=settings.cache.tag_ttl, on_refused=app[OBSERVER].isolation_refusal)
+        services = Services(
+            router=Router(lambda: live.policy),
+            upstream=upstream,
+            blobs=BlobService(storage=storage, upstream=upstream, clearances=clearances),
+            manifests=ManifestService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
+            referrers=ReferrersService(storage=storage, upstream=upstream, cache=settings.cache, clearances=clearances),
+            storage=storage,
+        )
+        app[SERVICES] = services
+        app[OBSERVER].add_collector(state_collector(app))
+    except BaseException:
+        # Its pool, listener and janitor would outlive the start-up that failed.
+        await storage.close()
+        raise
     try:
         yield
     finally:

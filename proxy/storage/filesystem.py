@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,10 +27,11 @@ from proxy.storage.content import ContentStore, OpenedContent
 from proxy.storage.files import IoPool
 from proxy.storage.index import RepositoryIndex
 from proxy.storage.layout import Layout
+from proxy.storage.small import SmallContent
 from proxy.storage.staging import StagedBlob
 from proxy.storage.verify import verify_content
 
-__all__ = ["FilesystemStorage", "SmallContent"]
+__all__ = ["FilesystemStorage"]
 
 log = logging.getLogger(__name__)
 
@@ -66,38 +66,6 @@ class _OnlyFiller:
 
 
 _ONLY_FILLER = _OnlyFiller()
-
-
-class SmallContent:
-    """Verified small content (manifests) kept in memory, bounded by total size, least recently used out first.
-
-    Warm manifest requests are the proxy's busiest path; from here they need
-    no file I/O and no hashing.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._used = 0
-        self._items: OrderedDict[tuple[ContentKind, Digest], bytes] = OrderedDict()
-
-    def get(self, key: tuple[ContentKind, Digest]) -> bytes | None:
-        data = self._items.get(key)
-        if data is not None:
-            self._items.move_to_end(key)
-        return data
-
-    def put(self, key: tuple[ContentKind, Digest], data: bytes) -> None:
-        if len(data) > self._max_bytes // 16 or key in self._items:
-            return
-        self._items[key] = data
-        self._used += len(data)
-        while self._used > self._max_bytes:
-            self._used -= len(self._items.popitem(last=False)[1])
-
-    def discard(self, key: tuple[ContentKind, Digest]) -> None:
-        data = self._items.pop(key, None)
-        if data is not None:
-            self._used -= len(data)
 
 
 class FilesystemStorage:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import aiohttp
 from proxy.reference import Digest
 from proxy.storage.base import ContentKind, StorageUnavailable
 
-__all__ = ["READ", "ObjectMissing", "ObjectRange", "ObjectStore", "ObjectStoreError", "Sink", "Upload"]
+__all__ = ["READ", "ObjectMissing", "ObjectRange", "ObjectStore", "ObjectStoreError", "Sink", "Upload", "describe"]
 
 T = TypeVar("T")
 
@@ -33,6 +34,8 @@ T = TypeVar("T")
 READ = 1024 * 1024
 # Keys one DeleteObjects request takes at most (the S3 API's limit).
 _DELETE_BATCH = 1000
+# A URL's query string, where a presigned URL carries its signature and session token.
+_QUERY = re.compile(r"(\w[\w+.-]*://[^\s?'\"]*)\?[^\s'\"]*")
 
 
 class ObjectStoreError(StorageUnavailable):
@@ -134,10 +137,6 @@ class ObjectStore:
     def _delete(self, batch: list[dict[str, str]], client: Any) -> Any:
         return client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
-    async def check(self) -> None:
-        """Raise unless the bucket answers, with these credentials."""
-        await self._call("reaching", "", lambda c: c.head_bucket(Bucket=self.bucket))
-
     async def presign(self, key: str, expires: int) -> str:
         """A URL that GETs the object without credentials until it expires; never to be logged."""
         url: str = await self._call("presigning", key, lambda c: c.generate_presigned_url(
@@ -167,7 +166,7 @@ class ObjectStore:
 
     def failed(self, what: str, key: str, exc: BaseException) -> ObjectStoreError:
         self.errors += 1
-        return ObjectStoreError(f"{what} s3://{self.bucket}/{key} failed: {exc}")
+        return ObjectStoreError(f"{what} s3://{self.bucket}/{key} failed: {describe(exc)}")
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -202,6 +201,18 @@ class ObjectStore:
                         connect_timeout=5, read_timeout=60, max_pool_connections=16)
         return boto3.session.Session().client("s3", region_name=self._region, endpoint_url=self._endpoint_url,
                                               config=config)
+
+
+def describe(exc: BaseException) -> str:
+    """What went wrong, with no URL's query string: aiohttp names the presigned URL it was reading."""
+    if isinstance(exc, aiohttp.ClientResponseError):  # a malformed answer, too many redirects
+        text = " ".join(filter(None, [f"{type(exc).__name__}:", f"status {exc.status}" if exc.status else "",
+                                      exc.message]))
+    elif isinstance(exc, aiohttp.InvalidURL):
+        text = f"{type(exc).__name__}: {exc.description or 'not a valid URL'}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return _QUERY.sub(r"\1?...", text)
 
 
 class _Failed(Exception):

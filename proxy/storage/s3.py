@@ -28,17 +28,17 @@ from pathlib import Path
 
 from proxy.postgres.listen import Listener
 from proxy.postgres.locks import SessionLocks
-from proxy.postgres.pool import PgConnection, PgPool
+from proxy.postgres.pool import PgConnection, PgPool, PgUnavailable
 from proxy.reference import Digest, Target
 from proxy.storage.base import CacheStats, Content, ContentKind, ManifestLink, StorageFull, TagRecord, VerifyReport
 from proxy.storage.bucket_verify import verify_bucket
 from proxy.storage.files import IoPool
-from proxy.storage.filesystem import SmallContent
 from proxy.storage.janitor import Janitor, fill_lock
 from proxy.storage.local_tier import LocalTier
-from proxy.storage.objects import ObjectRange, ObjectStore, ObjectStoreError
+from proxy.storage.objects import ObjectMissing, ObjectRange, ObjectStore, ObjectStoreError
 from proxy.storage.shared_index import CHANNEL, SharedIndex
 from proxy.storage.shared_links import SharedLinks
+from proxy.storage.small import SmallContent
 from proxy.storage.uploads import S3PartialBlob
 from proxy.storage.verify import verify_content
 
@@ -55,6 +55,8 @@ DELETION_GRACE = max(REDIRECT_EXPIRY, _READ_EXPIRY) + 10 * 60
 # How long wait_fill waits at most, and how often it looks whether the filling replica is gone.
 _WAIT = 5.0
 _POLL = 0.5
+# How long start waits for the listener to listen.
+_LISTEN_TIMEOUT = 30.0
 
 
 class _Claim:
@@ -121,7 +123,11 @@ class S3Storage:
         if self._janitor_interval is not None:  # None: it sweeps only when asked (the tests)
             self._tasks.append(asyncio.create_task(self.janitor.run(self._janitor_interval)))
         # Until it listens, commits of other replicas would go unheard.
-        await asyncio.wait_for(listener.ready.wait(), timeout=30)
+        try:
+            await asyncio.wait_for(listener.ready.wait(), timeout=_LISTEN_TIMEOUT)
+        except TimeoutError:
+            raise PgUnavailable(f"cannot listen for the cache's changes on {self._pool.description} "
+                                f"within {_LISTEN_TIMEOUT:g} s") from None
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -143,7 +149,14 @@ class S3Storage:
     async def claim_fill(self, digest: Digest) -> _Claim | None:
         key = fill_lock(digest)
         if await self._locks.try_lock(key):
-            return _Claim(self._locks, key)
+            claim = _Claim(self._locks, key)
+            try:
+                # The map may not have heard yet of the commit of the filler that just let go; the row is the truth.
+                await self._index.lookup(ContentKind.BLOB, digest)
+            except BaseException:
+                await claim.release()
+                raise
+            return claim
         # Refused also when PostgreSQL is away: then this raises PgUnavailable rather than have the caller wait
         # for a filler that may not exist.
         await self._pool.transaction(_ping)
@@ -154,12 +167,15 @@ class S3Storage:
         deadline = loop.time() + _WAIT
         key = fill_lock(digest)
         if self._index.holds(ContentKind.BLOB, digest):
-            # Committed already: the filler is recording its links, and lets go in a moment.
-            while loop.time() < deadline:
+            # Committed already: the filler is recording its links, and lets go in a moment. Looked at again
+            # soon, then less often: the lock's one connection serves every claim of this replica.
+            pause = _POLL / 10
+            while (left := deadline - loop.time()) > 0:
                 if await self._locks.try_lock(key):
                     await self._locks.unlock(key)
                     return
-                await asyncio.sleep(_POLL / 10)
+                await asyncio.sleep(min(pause, left))
+                pause = min(2 * pause, _POLL)
             return
         committed = asyncio.ensure_future(self._index.committed(digest))
         try:
@@ -176,7 +192,9 @@ class S3Storage:
             await asyncio.gather(committed, return_exceptions=True)
 
     async def redirect_url(self, kind: ContentKind, digest: Digest) -> str | None:
-        if not self._redirect or self._index.size(kind, digest) is None:
+        # What the local tier holds is served from there: sooner, and still with the bucket down.
+        if (not self._redirect or self._index.size(kind, digest) is None
+                or self._local.content.size(kind, digest) is not None):
             return None
         try:
             return await self._store.presign(self._store.key(kind, digest), REDIRECT_EXPIRY)
@@ -197,8 +215,9 @@ class S3Storage:
         key = self._store.key(kind, digest)
         url = await self._store.presign(key, _READ_EXPIRY)
         # Asked before anything is sent: with the bucket down the client gets
-        # an error answer, not headers and a cut body.
-        if size and not await self._store.probe(key, url):
+        # an error answer, not headers and a cut body. Not with redirect on:
+        # the client is sent to the bucket, and asks it itself.
+        if size and not self._redirect and not await self._store.probe(key, url):
             await self._drop(kind, digest)  # gone behind the index's back: fetched again
             yield None
             return
@@ -232,6 +251,9 @@ class S3Storage:
             return None
         try:
             data = await self._store.read(self._store.key(kind, digest), size)
+        except ObjectMissing:
+            await self._drop(kind, digest)  # so the next put uploads it again
+            return None
         except ObjectStoreError as exc:
             log.warning("cannot read %s %s from the bucket: %s", kind.value, digest, exc)
             return None
@@ -271,6 +293,9 @@ class S3Storage:
         self._small.put((kind, digest), data)
 
     async def begin_blob(self, digest: Digest, size: int | None = None) -> S3PartialBlob:
+        if size is not None and size > self._max_size:
+            # It would go at the next sweep: streamed uncached instead, as on the filesystem.
+            raise StorageFull(f"{digest} is larger than cache.max_size")
         try:
             fd, temp = await self._io.run(self._local.layout.temp_file)
         except OSError as exc:
@@ -279,7 +304,7 @@ class S3Storage:
                 raise StorageFull(exc.errno, f"the cache's disk is full: {exc.strerror}") from None
             raise
         return S3PartialBlob(digest, fd, temp, self._io, store=self._store, on_full=self._count_full,
-                             committed=self._committed)
+                             committed=self._committed, max_size=self._max_size)
 
     async def _committed(self, digest: Digest, size: int, temp: Path) -> None:
         try:
@@ -318,9 +343,9 @@ class S3Storage:
                           backend_errors=self._store.errors)
 
     async def check_writable(self) -> None:
-        """Downloads are staged on the local disk and then stored in the bucket: both must take them."""
+        """The local disk only, where downloads are staged: with the bucket down the local tier still serves, so
+        the replica stays ready; the bucket's failures are counted in ``backend_errors``."""
         await self._io.run(_probe_write, self._local.layout.tmp)
-        await self._store.check()
 
     async def free_space(self) -> int:
         """Of the local disk, where downloads are staged and the local tier lives."""

@@ -145,6 +145,15 @@ class SharedIndex:
         await self._pool.transaction(work)
         self._set((kind, digest), size)
 
+    async def lookup(self, kind: ContentKind, digest: Digest) -> int | None:
+        """Its row's size, read from PostgreSQL rather than the map, and recorded in the map if there; not a use."""
+        row = await self._pool.transaction(lambda conn: conn.execute(
+            "SELECT size FROM cache_content WHERE kind = ? AND digest = ?", (kind.value, str(digest))).fetchone())
+        if row is None:
+            return None
+        self._set((kind, digest), int(row[0]))
+        return int(row[0])
+
     async def remove(self, keys: list[_Key]) -> None:
         """Forget content (found corrupt, or gone from the bucket), tell every replica, and have its object deleted now."""
         def work(conn: PgConnection) -> None:

@@ -11,8 +11,9 @@ one PUT, at commit. Once complete, any other upload of the same blob is
 aborted: its writer died mid-fill, or the fill claim its committer holds
 would not have been free.
 
-If the bucket fails while the blob streams, ``append`` raises ``StorageFull``:
-the download goes on uncached, as on a full disk.
+If the bucket fails while the blob streams, or the blob grows past
+``cache.max_size``, ``append`` raises ``StorageFull``: the download goes on
+uncached, as on a full disk.
 """
 
 from __future__ import annotations
@@ -55,11 +56,12 @@ class _Unbounded:
 
 class S3PartialBlob(StagedBlob):
     def __init__(self, digest: Digest, fd: int, temp: Path, io: IoPool, *, store: ObjectStore,
-                 on_full: Callable[[BaseException], None], committed: Committed) -> None:
+                 on_full: Callable[[BaseException], None], committed: Committed, max_size: int) -> None:
         super().__init__(digest, fd, temp, _Unbounded(), io, reserved=0, on_full=on_full)
         self._store = store
         self._key = store.key(ContentKind.BLOB, digest)
         self._committed = committed
+        self._max_size = max_size
         self._upload_id: str | None = None
         self._etags: list[str] = []
         self._parts: deque[asyncio.Future[str]] = deque()
@@ -67,6 +69,10 @@ class S3PartialBlob(StagedBlob):
         self._stopped = False
 
     async def append(self, chunks: Sequence[bytes]) -> None:
+        if self.written + sum(map(len, chunks)) > self._max_size:
+            # Nothing of these chunks is written or hashed: the download hashes them itself from here on.
+            await self._abort()
+            raise StorageFull(f"{self._digest} grew larger than cache.max_size")
         await super().append(chunks)
         try:
             while not self._stopped and self.written - self._sent >= PART:
@@ -127,11 +133,13 @@ class S3PartialBlob(StagedBlob):
         return await self._store.upload_part(self._key, upload_id, number, data)
 
     async def _abort(self) -> None:
-        """Stop uploading; an upload begun is aborted (or, with the bucket unreachable, left to the janitor)."""
+        """Stop uploading; an upload begun is aborted (or, with the bucket unreachable, left to the janitor).
+
+        Parts on their way are waited for, not cancelled: their calls run on
+        in their threads, and a part that lands after the abort would be kept
+        (and billed) until the abort is repeated."""
         self._stopped = True
         parts, self._parts = list(self._parts), deque()
-        for part in parts:
-            part.cancel()
         await asyncio.gather(*parts, return_exceptions=True)
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:

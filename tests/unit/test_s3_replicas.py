@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 
+import pytest
 from proxy.storage.base import ContentKind
 from proxy.storage.s3 import S3Storage
 from proxy.storage.uploads import PART
@@ -69,6 +70,43 @@ async def test_wait_fill_returns_once_the_filler_lets_go_without_a_commit(s3env:
     taken = await two.claim_fill(digest)
     assert taken is not None
     await taken.release()
+
+
+async def test_a_claim_taken_before_the_commit_was_heard_sees_the_committed_blob(
+        s3env: S3Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    one, two = await s3env.replica("one"), await s3env.replica("two")
+    monkeypatch.setattr(two._index, "_apply", lambda payload: None)  # the NOTIFY of the commit is late
+    data = os.urandom(4096)
+    await _commit_blob(one, data)
+    claim = await two.claim_fill(digest_of(data))
+    assert claim is not None
+    assert two.size(ContentKind.BLOB, digest_of(data)) == 4096  # so the caller serves it, not fetches it again
+    await claim.release()
+
+
+async def test_a_wait_for_a_committed_blob_asks_for_the_lock_less_and_less_often(s3env: S3Env) -> None:
+    one, two = await s3env.replica("one"), await s3env.replica("two")
+    data = os.urandom(4096)
+    digest = digest_of(data)
+    claim = await one.claim_fill(digest)
+    assert claim is not None
+    await _commit_blob(one, data)
+    await eventually(lambda: two.size(ContentKind.BLOB, digest) is not None, what="the commit to reach two")
+    tries = 0
+    try_lock = two._locks.try_lock
+
+    async def counted(key: int) -> bool:
+        nonlocal tries
+        tries += 1
+        return await try_lock(key)
+
+    two._locks.try_lock = counted  # type: ignore[method-assign]
+    waiting = asyncio.ensure_future(two.wait_fill(digest))
+    done, _ = await asyncio.wait({waiting}, timeout=0.6)
+    assert not done
+    assert tries <= 5, tries  # not every 50 ms
+    await claim.release()
+    await asyncio.wait_for(waiting, timeout=2)
 
 
 async def test_the_janitor_evicts_the_least_recently_used_down_to_max_size(s3env: S3Env) -> None:
