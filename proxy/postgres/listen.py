@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from proxy.postgres.pool import KEEPALIVES, redact
+from proxy.postgres.pool import connect_kwargs, redact
 
 __all__ = ["Listener"]
 
@@ -35,7 +35,8 @@ class Listener:
         delay = _FIRST_DELAY
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True, **KEEPALIVES) as conn:
+                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True,
+                                                                 **connect_kwargs(self._url)) as conn:
                     for channel in self._channels:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
                     if self.ready.is_set():

@@ -15,20 +15,24 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import psycopg
     from psycopg_pool import ConnectionPool
 
-__all__ = ["Cursor", "PgConnection", "PgPool", "PgUnavailable", "Row", "redact", "where"]
+__all__ = ["PgConnection", "PgPool", "PgUnavailable", "connect_kwargs", "redact", "where"]
 
 T = TypeVar("T")
 
 # libpq's TCP keepalives: a peer that vanished without closing is noticed in about 20 s, not hours.
 KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                               "keepalives_count": 2, "connect_timeout": 5}
+# The same for the server's end of the session: PostgreSQL drops a session's advisory locks only once it sees the
+# session end, and a node that crashed or was cut off sends no FIN. Any role may set these.
+SERVER_KEEPALIVES = ("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=2"
+                     " -c tcp_user_timeout=20000")
 
 # SQLSTATEs worth waiting out at start: the server is starting, shutting down or refusing for now.
 _TRANSIENT = {"57P03", "53300", "08000", "08001", "08006"}
@@ -50,6 +54,18 @@ def redact(url: str) -> str:
             netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
     query = re.sub(r"(?i)(^|&)password=[^&]*", r"\1password=***", parts.query)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def connect_kwargs(url: str) -> dict[str, Any]:
+    """Keyword arguments for psycopg's connect: both ends' keepalives, after the URL's (or PGOPTIONS') own options."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        own = conninfo_to_dict(url).get("options") or os.environ.get("PGOPTIONS")
+    except ProgrammingError:
+        own = None  # connect reports the malformed URL
+    return {**KEEPALIVES, "options": f"{own} {SERVER_KEEPALIVES}" if own else SERVER_KEEPALIVES}
 
 
 def where(url: str) -> str:
@@ -100,19 +116,8 @@ def _lost(exc: BaseException) -> bool:
     return state is None or state.startswith(("08", "57P"))
 
 
-class Row(Protocol):
-    def __getitem__(self, key: int | str) -> Any: ...
-
-
-class Cursor(Protocol):
-    def fetchone(self) -> Row | None: ...
-    def fetchall(self) -> list[Row]: ...
-    @property
-    def rowcount(self) -> int: ...
-
-
 class _Row:
-    """A row by position or by column name, like sqlite3.Row."""
+    """A row by position or by column name, like sqlite3.Row (so it is a ``proxy.store.db.Row``)."""
 
     __slots__ = ("_index", "_values")
 
@@ -155,7 +160,7 @@ class PgConnection:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         return self._conn.execute(translate(sql), tuple(params))
 
     def notify(self, channel: str, payload: str = "") -> None:
@@ -185,7 +190,7 @@ class PgPool:
         delay = 0.1
         while True:
             try:
-                psycopg.connect(self._url, **KEEPALIVES).close()
+                psycopg.connect(self._url, **connect_kwargs(self._url)).close()
                 break
             except psycopg.Error as exc:
                 if not transient(exc) or time.monotonic() + delay > deadline:
@@ -194,7 +199,7 @@ class PgPool:
             delay = min(delay * 2, 2.0)
         pool: ConnectionPool[Any] = ConnectionPool(
             self._url, min_size=1, max_size=self._size, name=self._name, open=False,
-            kwargs={**KEEPALIVES, "row_factory": _rows}, check=ConnectionPool.check_connection, timeout=10.0)
+            kwargs={**connect_kwargs(self._url), "row_factory": _rows}, check=ConnectionPool.check_connection, timeout=10.0)
         try:
             pool.open(wait=True, timeout=max(deadline - time.monotonic(), 5.0))
         except PoolTimeout as exc:
@@ -206,7 +211,8 @@ class PgPool:
         pool, self._pool = self._pool, None
         if pool is not None:
             await self._run(pool.close)
-        self._executor.shutdown(wait=True)
+        # Waits for the threads to end: not on the event loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
 
     async def transaction(self, work: Callable[[PgConnection], T]) -> T:
         """``work`` in one transaction in a worker thread: committed when it returns, rolled back if it raises."""

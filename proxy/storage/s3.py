@@ -28,7 +28,7 @@ from pathlib import Path
 
 from proxy.postgres.listen import Listener
 from proxy.postgres.locks import SessionLocks
-from proxy.postgres.pool import PgConnection, PgPool, PgUnavailable
+from proxy.postgres.pool import PgPool, PgUnavailable
 from proxy.reference import Digest, Target
 from proxy.storage.base import CacheStats, Content, ContentKind, ManifestLink, StorageFull, TagRecord, VerifyReport
 from proxy.storage.bucket_verify import verify_bucket
@@ -148,6 +148,7 @@ class S3Storage:
 
     async def claim_fill(self, digest: Digest) -> _Claim | None:
         key = fill_lock(digest)
+        # PgUnavailable when PostgreSQL is away, rather than have the caller wait for a filler that may not exist.
         if await self._locks.try_lock(key):
             claim = _Claim(self._locks, key)
             try:
@@ -157,9 +158,6 @@ class S3Storage:
                 await claim.release()
                 raise
             return claim
-        # Refused also when PostgreSQL is away: then this raises PgUnavailable rather than have the caller wait
-        # for a filler that may not exist.
-        await self._pool.transaction(_ping)
         return None
 
     async def wait_fill(self, digest: Digest) -> None:
@@ -368,10 +366,6 @@ class S3Storage:
 
     def _count_full(self, exc: BaseException) -> None:
         self._disk_full += 1
-
-
-def _ping(conn: PgConnection) -> None:
-    conn.execute("SELECT 1")
 
 
 async def _hashes_to(digest: Digest, data: bytes) -> bool:

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from proxy.postgres.locks import lock_key
+from proxy.postgres.migrate import migrate as migrate_schema
 from proxy.reference import Digest, InvalidReference, parse_digest
 from proxy.storage.base import ContentKind
 
@@ -306,14 +306,4 @@ class SharedIndex:
 
 def migrate(conn: PgConnection) -> None:
     """Bring the tables to the newest schema, one replica at a time."""
-    conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("cache-schema"),))
-    conn.execute("CREATE TABLE IF NOT EXISTS cache_schema (version integer NOT NULL)")
-    row = conn.execute("SELECT version FROM cache_schema").fetchone()
-    version = 0 if row is None else int(row[0])
-    for sql in _MIGRATIONS[version:]:
-        for statement in filter(str.strip, sql.split(";")):
-            conn.execute(statement)
-    if row is None:
-        conn.execute("INSERT INTO cache_schema (version) VALUES (?)", (len(_MIGRATIONS),))
-    elif version < len(_MIGRATIONS):
-        conn.execute("UPDATE cache_schema SET version = ?", (len(_MIGRATIONS),))
+    migrate_schema(conn, "cache", _MIGRATIONS)

@@ -10,9 +10,8 @@ from typing import Any
 
 from proxy.credentials.kinds import CredentialInput
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
-from proxy.postgres.pool import Cursor, Row
 from proxy.store.crypto import SecretBox
-from proxy.store.db import Conn, Database
+from proxy.store.db import Conn, Cursor, Database, Row
 
 __all__ = ["ManagedByConfig", "NotFound", "RegistryRecord", "RegistryStore", "in_use"]
 

@@ -22,9 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from proxy.postgres.pool import Cursor
-
-__all__ = ["MIGRATIONS", "Conn", "Database", "SqliteDatabase", "StateFull"]
+__all__ = ["MIGRATIONS", "Conn", "Cursor", "Database", "Row", "SqliteDatabase", "StateFull"]
 
 T = TypeVar("T")
 
@@ -105,6 +103,19 @@ def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.Error):
         return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Row(Protocol):
+    """A row by position or by column name: sqlite3.Row, or proxy.postgres's."""
+
+    def __getitem__(self, key: int | str) -> Any: ...
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Row | None: ...
+    def fetchall(self) -> list[Row]: ...
+    @property
+    def rowcount(self) -> int: ...
 
 
 class Conn(Protocol):

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.credentials.value_types import DEFAULT_ENVIRONMENT
-from proxy.postgres.pool import Row
 from proxy.store.credentials import ManagedByConfig, NotFound
-from proxy.store.db import Conn, Database
+from proxy.store.db import Conn, Database, Row
 from proxy.store.pullkeys import PullKeyRecord, hash_secret, verify_secret
 
 __all__ = ["AlreadyExists", "EnvironmentRecord", "EnvironmentStore", "InUse", "Protected"]

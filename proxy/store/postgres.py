@@ -1,12 +1,12 @@
 """The state in PostgreSQL (``state.url``), shared by every replica.
 
 The same tables as the SQLite store, with the same meaning, so the stores
-run one SQL text on both. Migrations are versioned (``state_schema``) and
-run in one transaction under an advisory lock, so replicas that start
-together migrate once. Every write transaction sends NOTIFY on
-``registry_proxy_state`` when it commits; ``watch`` listens on it, so each
-replica reloads what another changed. Text keys that lists are ordered by
-use the "C" collation: the order SQLite gives, whatever the server's locale.
+run one SQL text on both. Migrations are versioned (``state_schema``, see
+``proxy.postgres.migrate``), so replicas that start together migrate once.
+Every write transaction sends NOTIFY on ``registry_proxy_state`` when it
+commits; ``watch`` listens on it, so each replica reloads what another
+changed. Text keys that lists are ordered by use the "C" collation: the
+order SQLite gives, whatever the server's locale.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from proxy.postgres.listen import Listener
 from proxy.postgres.locks import lock_key
+from proxy.postgres.migrate import migrate
 from proxy.postgres.pool import PgConnection, PgPool
 from proxy.store.db import Conn, StateFull
 
@@ -90,23 +91,6 @@ _DISK_FULL = "53100"
 _WRITER = lock_key("state-write")
 
 
-def migrate(conn: PgConnection) -> None:
-    # Transaction-scoped: released at commit, when the next replica may look at the version.
-    conn.execute("SELECT pg_advisory_xact_lock(?)", (lock_key("state-schema"),))
-    conn.execute("CREATE TABLE IF NOT EXISTS state_schema (version integer NOT NULL)")
-    row = conn.execute("SELECT version FROM state_schema").fetchone()
-    version = 0 if row is None else int(row["version"])
-    if version > len(MIGRATIONS):
-        raise RuntimeError(f"the state in PostgreSQL is at schema version {version}, newer than this registry-proxy")
-    for script in MIGRATIONS[version:]:
-        for statement in filter(str.strip, script.split(";")):
-            conn.execute(statement)
-    if row is None:
-        conn.execute("INSERT INTO state_schema (version) VALUES (?)", (len(MIGRATIONS),))
-    elif version < len(MIGRATIONS):
-        conn.execute("UPDATE state_schema SET version = ?", (len(MIGRATIONS),))
-
-
 class PostgresDatabase:
     def __init__(self, url: str, *, size: int = 4, wait: float | None = None) -> None:
         """``wait``: how long ``open`` waits for a server that is not up yet (PgUnavailable after)."""
@@ -117,7 +101,7 @@ class PostgresDatabase:
 
     async def open(self) -> None:
         await self._pool.open(self._wait)
-        await self._pool.transaction(migrate)
+        await self._pool.transaction(lambda conn: migrate(conn, "state", MIGRATIONS))
 
     async def close(self) -> None:
         await self._pool.close()

@@ -11,9 +11,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from proxy.postgres.pool import Row
 from proxy.store.crypto import SecretBox
-from proxy.store.db import Conn, Database
+from proxy.store.db import Conn, Database, Row
 
 __all__ = ["UpstreamRecord", "UpstreamStore"]
 

@@ -8,9 +8,12 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
+from proxy.postgres import locks as locks_module
 from proxy.postgres.listen import Listener
 from proxy.postgres.locks import SessionLocks, lock_key
+from proxy.postgres.migrate import SchemaTooNew, migrate
 from proxy.postgres.pool import PgConnection, PgPool, PgUnavailable, redact, translate
+from proxy.storage import shared_index
 
 WAIT = 5.0
 
@@ -136,11 +139,103 @@ async def test_advisory_locks_are_exclusive_and_die_with_their_session(pg_url: s
         await two.close()
 
 
-async def test_locks_on_an_unreachable_server_are_refused_not_raised() -> None:
-    locks = SessionLocks("postgresql://proxy:pw@127.0.0.1:1/none")
-    assert not await locks.try_lock(lock_key("x"))
-    await locks.unlock(lock_key("x"))
-    await locks.close()
+async def test_sessions_ask_the_server_to_notice_a_vanished_client_within_seconds(pg_url: str) -> None:
+    # The server drops a dead session's advisory locks only once it sees the session end: a node that crashed
+    # sends no FIN, so the server's own keepalives must be short, not the OS's two hours.
+    expected = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "2",
+                "tcp_user_timeout": "20000"}
+    locks = SessionLocks(pg_url)
+    await locks.open()
+    pool = PgPool(f"{pg_url}?options=-c%20statement_timeout%3D4321", name="test", size=1)
+    await pool.open()
+    try:
+        assert locks._conn is not None
+        for name, value in expected.items():
+            cursor = await locks._conn.execute(f"SHOW {name}")
+            assert await cursor.fetchone() == (value,), name
+            row = await pool.transaction(lambda c, name=name: c.execute(f"SHOW {name}").fetchone())
+            assert row is not None and row[0] == value, name
+        # Options of the URL's own are kept beside them.
+        row = await pool.transaction(lambda c: c.execute("SHOW statement_timeout").fetchone())
+        assert row is not None and row[0] == "4321ms"
+    finally:
+        await locks.close()
+        await pool.close()
+
+
+async def test_locks_on_an_unreachable_server_raise_and_fail_fast_for_a_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that hangs up on every connection, counting the attempts.
+    attempts = 0
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr(locks_module, "_RETRY_AFTER", 0.3)
+    locks = SessionLocks(f"postgresql://proxy:pw-77@127.0.0.1:{port}/none")
+    try:
+        with pytest.raises(PgUnavailable) as raised:
+            await locks.try_lock(lock_key("x"))
+        assert f"port {port}" in str(raised.value) and "pw-77" not in str(raised.value)
+        tried = attempts
+        assert tried >= 1
+        # Unknown is not "held": every caller is told so at once, and nobody connects again for a moment.
+        results = await asyncio.gather(*(locks.try_lock(lock_key(f"k{i}")) for i in range(5)), return_exceptions=True)
+        assert all(isinstance(result, PgUnavailable) for result in results)
+        assert attempts == tried
+        await asyncio.sleep(0.35)  # the moment passes: the next caller tries the server again
+        with pytest.raises(PgUnavailable):
+            await locks.try_lock(lock_key("x"))
+        assert attempts > tried
+        await locks.unlock(lock_key("x"))
+    finally:
+        await locks.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_locks_raise_when_their_session_is_gone_and_reconnect_after(pg_url: str) -> None:
+    locks = SessionLocks(pg_url)
+    await locks.open()
+    try:
+        assert await locks.try_lock(lock_key("a"))
+        assert kill_sessions(pg_url, "%pg_try_advisory_lock%") == 1
+        with pytest.raises(PgUnavailable):
+            await locks.try_lock(lock_key("b"))
+        # A new session: the old one's lock went with it.
+        assert await locks.try_lock(lock_key("a"))
+    finally:
+        await locks.close()
+
+
+async def test_migrations_run_once_in_order_and_a_newer_schema_is_refused(pg_url: str) -> None:
+    steps = ["CREATE TABLE things (id integer); INSERT INTO things VALUES (1)", "INSERT INTO things VALUES (2)"]
+    pool = PgPool(pg_url, name="test")
+    await pool.open()
+    try:
+        await asyncio.gather(*(pool.transaction(lambda c: migrate(c, "demo", steps[:1])) for _ in range(3)))
+        await pool.transaction(lambda c: migrate(c, "demo", steps))
+        await pool.transaction(lambda c: migrate(c, "demo", steps))
+        rows = await pool.transaction(lambda c: [r[0] for r in c.execute("SELECT id FROM things ORDER BY id")
+                                                 .fetchall()])
+        assert rows == [1, 2]
+        # An older registry-proxy (knowing one step) meets the schema a newer one made.
+        with pytest.raises(SchemaTooNew, match="demo tables .* schema version 2, newer than this registry-proxy "
+                                                r"knows \(1\)"):
+            await pool.transaction(lambda c: migrate(c, "demo", steps[:1]))
+        with pytest.raises(SchemaTooNew):
+            await pool.transaction(cache_migrate_of_an_older_version)
+    finally:
+        await pool.close()
+
+
+def cache_migrate_of_an_older_version(conn: PgConnection) -> None:
+    shared_index.migrate(conn)
+    conn.execute("UPDATE cache_schema SET version = version + 1")
+    shared_index.migrate(conn)
 
 
 async def test_a_malformed_url_is_not_quoted_with_its_password() -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -178,3 +180,11 @@ async def test_ids_and_upserts_are_the_same_sql_on_both(db: Database) -> None:
     await settings.set("registry.default", "one.example")
     await settings.set("registry.default", "two.example")
     assert (await settings.all())["registry.default"].value == "two.example"
+
+
+def test_the_sqlite_stores_do_not_load_the_postgresql_package() -> None:
+    # The rows and cursors the stores are typed with belong to proxy.store.db; proxy.postgres only satisfies them.
+    code = ("import sys, proxy.store.credentials, proxy.store.environments, proxy.store.upstreams, proxy.store.choose; "
+            "print(sorted(name for name in sys.modules if name.startswith('proxy.postgres')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "[]"
