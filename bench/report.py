@@ -1,9 +1,11 @@
 """Render a bench results file for docs: a markdown table and a chart of ratios.
 
     python bench/report.py bench/results/latest.json [--doc docs/performance.md] [--png docs/performance.png]
+                           [--table NAME] [--no-chart]
 
-Prints the table, writes it between the table markers in the doc (if the doc
-has them) and draws grouped bars of the us/peer and us/direct ratios.
+Prints the table, writes it between the doc's markers for the table NAME
+(`<!-- bench:NAME:start -->`, default "table"), if the doc has them, and
+draws grouped bars of the us/peer and us/direct ratios.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.table import ratio, to_markdown  # noqa: E402
 
-START, END = "<!-- bench:table:start -->", "<!-- bench:table:end -->"
 # The chart keeps to measures where a ratio reads at a glance; all of them are in the table.
 _CHART = ["cold_mbps", "warm_mbps", "warm_range_mbps", "manifest_rps_c1", "manifest_rps_c16", "manifest_rps_c64",
           "herd_upstream_gets", "herd_peak_rss_mib", "wide_peak_rss_mib", "idle_rss_mib", "startup_s"]
@@ -30,19 +31,23 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--doc", type=Path, default=REPO_ROOT / "docs" / "performance.md")
     parser.add_argument("--png", type=Path, default=REPO_ROOT / "docs" / "performance.png")
+    parser.add_argument("--table", default="table", help="which table of the doc to write (its markers' name)")
+    parser.add_argument("--no-chart", action="store_true", help="write the table only")
     args = parser.parse_args()
+    start, end = f"<!-- bench:{args.table}:start -->", f"<!-- bench:{args.table}:end -->"
     doc = json.loads(args.results.read_text())
     table = to_markdown(doc) + "\n\n" + _caption(doc)
     print(table)
     if args.doc.exists():
         text = args.doc.read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            _, tail = rest.split(END, 1)
-            args.doc.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            args.doc.write_text(f"{head}{start}\n{table}\n{end}{tail}")
             print(f"table written to {args.doc}", file=sys.stderr)
-    chart(doc, args.png)
-    print(f"chart written to {args.png}", file=sys.stderr)
+    if not args.no_chart:
+        chart(doc, args.png)
+        print(f"chart written to {args.png}", file=sys.stderr)
 
 
 def _caption(doc: dict[str, Any]) -> str:
