@@ -16,8 +16,8 @@ from typing import Any
 
 from proxy.credentials.certs import parse_bundle
 from proxy.credentials.schema import Field, Group, Invalid, ValueType
-from proxy.credentials.value_types import FLAG, text
-from proxy.reference import ALIAS_PATTERN, MAX_ALIAS_LENGTH, InvalidReference, parse_alias
+from proxy.credentials.value_types import FLAG, parsed_text, text
+from proxy.reference import ALIAS_PATTERN, MAX_ALIAS_LENGTH, parse_alias
 
 __all__ = ["ALIAS", "CA_CERT", "CLIENT_CERT", "CLIENT_KEY", "CONNECTION_FIELDS", "ENDPOINT", "INSECURE", "TOKEN_REALMS",
            "UPSTREAM_CHANGE", "certificates_only", "endpoint_url", "realm_origins"]
@@ -79,20 +79,6 @@ def _endpoint_from_file(value: Any, base: Path) -> str:
         raise Invalid("Use a URL such as https://host:port, without a path.") from None
 
 
-def _alias_from_json(value: str, name: str) -> str:
-    try:
-        return parse_alias(value)
-    except InvalidReference as exc:
-        raise Invalid(str(exc)) from None
-
-
-def _alias_from_file(value: Any, base: Path) -> str:
-    try:
-        return parse_alias(text(value))
-    except InvalidReference as exc:
-        raise Invalid(f"Not usable as an alias: {exc}.") from None
-
-
 def _read_pem(value: Any, base: Path) -> str:
     try:
         return (base / text(value)).read_text()
@@ -139,8 +125,7 @@ TOKEN_REALMS = Field("token_realms", ValueType((list,), {"type": "array", "items
                      "registry's own host and port, or Docker Hub's auth.docker.io", nullable=True)
 
 _ALIAS_SCHEMA = {"type": "string", "pattern": f"^{ALIAS_PATTERN}$", "maxLength": MAX_ALIAS_LENGTH}
-ALIAS = Field("alias", ValueType((str,), _ALIAS_SCHEMA, _ALIAS_SCHEMA, from_file=_alias_from_file,
-                                 from_json=_alias_from_json),
+ALIAS = Field("alias", parsed_text(_ALIAS_SCHEMA, parse_alias, "Not usable as an alias"),
               "A name clients may use as the first path component instead of the address, as in "
               "proxy:5000/<alias>/team/app:1, for an address with a port (which cannot appear in a path). "
               "Lowercase letters and digits separated by '_', '__' or '-'; no dot; not `library` or `localhost`; "

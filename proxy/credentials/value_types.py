@@ -9,6 +9,7 @@ starlette's style; JSON-face messages are whole.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from proxy.credentials.schema import Invalid, ValueType
 from proxy.reference import InvalidReference, parse_address
 
 __all__ = ["ADDRESS", "DEFAULT_ENVIRONMENT", "DURATION", "ENV_NAME", "FLAG", "SECRET_FILE", "TEXT",
- "enum_text", "parse_duration", "parse_flag", "text"]
+ "enum_text", "parse_duration", "parse_flag", "parsed_text", "text"]
 
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
@@ -52,18 +53,23 @@ def parse_duration(value: Any) -> float:
     return float(match[1]) * _DURATION_UNITS[match[2]]
 
 
-def _address_from_json(value: str, name: str) -> str:
-    try:
-        return parse_address(value)
-    except InvalidReference as exc:
-        raise Invalid(str(exc)) from None
+def parsed_text(schema: Mapping[str, Any], parse: Callable[[str], str], file_reason: str) -> ValueType:
+    """Text read by one of proxy.reference's parsers: its refusal is the API's message, and follows
+    ``file_reason`` in a config error."""
 
+    def from_json(value: str, name: str) -> str:
+        try:
+            return parse(value)
+        except InvalidReference as exc:
+            raise Invalid(str(exc)) from None
 
-def _address_from_file(value: Any, base: Path) -> str:
-    try:
-        return parse_address(text(value))
-    except InvalidReference as exc:
-        raise Invalid(f"Not a registry address: {exc}.") from None
+    def from_file(value: Any, base: Path) -> str:
+        try:
+            return parse(text(value))
+        except InvalidReference as exc:
+            raise Invalid(f"{file_reason}: {exc}.") from None
+
+    return ValueType((str,), schema, schema, from_file=from_file, from_json=from_json)
 
 
 def _env_name(value: Any) -> str:
@@ -99,7 +105,7 @@ DURATION = ValueType((int, float), {"type": "number"},
                      from_file=lambda value, base: parse_duration(value), json_hint="in seconds",
                      file_hint="seconds, or a number with s, m, h or d (30s, 5m, 7d)")
 # host[:port] as in image names; Docker Hub's aliases become docker.io.
-ADDRESS = ValueType((str,), _STRING, _STRING, from_file=_address_from_file, from_json=_address_from_json)
+ADDRESS = parsed_text(_STRING, parse_address, "Not a registry address")
 ENV_NAME = ValueType((str,), {**_STRING, "pattern": f"^{_ENV_NAME.pattern}$"},
                      {**_STRING, "pattern": f"^{_ENV_NAME.pattern}$"},
                      from_file=lambda value, base: _env_name(text(value)), from_json=_env_name_from_json)
